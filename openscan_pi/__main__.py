@@ -1,0 +1,5 @@
+"""Allow ``python -m openscan_pi``."""
+
+from openscan_pi.cli import main
+
+raise SystemExit(main())
