@@ -1,0 +1,79 @@
+"""Cloud failures, each a one-line :class:`~openscan_pi.errors.UserError` a user can act on.
+
+Secrets (the token, the basic-auth password) never appear in these messages: build them with
+:func:`mask` when a text may carry a URL with its query.
+"""
+
+from __future__ import annotations
+
+import re
+
+from openscan_pi.errors import UserError
+
+
+class CloudError(UserError):
+    """Base of every failure talking to the OpenScan Cloud or an upload/download link."""
+
+    #: True when waiting and trying again may help (network down, server busy).
+    transient = False
+
+
+class AuthRefused(CloudError):
+    """The API answered 401 to a call that needs basic auth."""
+
+
+class Refused(CloudError):
+    """The API answered 400: a pre-check failed, the token is unknown, a name is taken, ..."""
+
+
+class NoSuchProject(CloudError):
+    """``getProjectInfo`` answered 401: the server does not know that project name."""
+
+
+class BadAnswer(CloudError):
+    """An HTML page, non-JSON text or JSON of the wrong shape where the API promises JSON."""
+
+    transient = True
+
+
+class Unreachable(CloudError):
+    """No answer: DNS, refused or dropped connection, timeout."""
+
+    transient = True
+
+
+class ServerError(CloudError):
+    """5xx or 429 still there after the retries."""
+
+    transient = True
+
+
+class LinkGone(CloudError):
+    """An upload link answered 409/410: used already or expired; the project must be re-created."""
+
+
+class HashMismatch(CloudError):
+    """The content-hash the server computed differs from the bytes we sent."""
+
+
+class ProcessingFailed(CloudError):
+    """The cloud reported ``processing failed``."""
+
+
+class ProjectExpired(CloudError):
+    """The cloud reported ``expired``: its result is gone."""
+
+
+class UnsafeModel(CloudError):
+    """A downloaded model zip tried to write outside its folder, held links, or was too large."""
+
+
+_QUERY_SECRET = re.compile(r"((?:token|password)=)[^&\s'\"]+", re.IGNORECASE)
+
+
+def mask(text: str, secrets: tuple[str, ...] | list[str] = ()) -> str:
+    """Replace every secret (and any ``token=...`` query value) in ``text`` by ``***``."""
+    for secret in secrets:
+        if secret and len(secret) >= 3:
+            text = text.replace(secret, "***")
+    return _QUERY_SECRET.sub(r"\1***", text)
