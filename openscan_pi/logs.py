@@ -1,0 +1,37 @@
+"""Logging to stderr, with secrets masked in every record (the token travels in URLs)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable
+
+from openscan_pi.cloud.errors import mask
+
+
+class MaskSecrets(logging.Filter):
+    """Replace secrets (and any ``token=`` query value) in a record's final message."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.secrets = [s for s in secrets if s]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = mask(record.getMessage(), self.secrets)
+        record.args = None
+        return True
+
+
+def setup_logging(*, debug: bool = False, secrets: Iterable[str] = ()) -> None:
+    """Warnings (everything with ``debug``) to stderr as ``openscan-pi: ...`` lines."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_openscan", False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler._openscan = True  # type: ignore[attr-defined]
+    handler.setFormatter(logging.Formatter(
+        "%(asctime)s %(levelname)s %(name)s: %(message)s" if debug else "openscan-pi: %(message)s"))
+    handler.addFilter(MaskSecrets(secrets))
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if debug else logging.WARNING)

@@ -1,0 +1,163 @@
+"""Configuration: lookup order, merging, validation messages, exit status 78 from the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from openscan_pi.config import load_config
+from openscan_pi.errors import EX_CONFIG, ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_are_the_annotated_file_and_the_repo_copy_is_the_same() -> None:
+    shipped = (ROOT / "openscan_pi" / "data" / "openscan-pi.yaml").read_text()
+    assert (ROOT / "config" / "openscan-pi.yaml").read_text() == shipped
+    cfg = load_config(env={})
+    defaults = yaml.safe_load(shipped)
+    assert cfg.cloud.url == defaults["cloud"]["url"] == "http://openscanfeedback.dnsuser.de:1334"
+    assert (cfg.cloud.user, cfg.cloud.password) == ("openscan", "free")
+    assert cfg.cloud.max_part_bytes == 200_000_000
+    assert cfg.daemon.socket == "/run/openscan-pi/openscan-pi.sock"
+    assert cfg.daemon.data_dir == "/var/lib/openscan-pi"
+    assert cfg.rig.model == "classic"
+    assert cfg.camera.resolution == tuple(defaults["camera"]["resolution"])
+
+
+def test_a_file_only_needs_the_keys_it_changes(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, "cloud:\n  poll_interval_s: 2\nrig:\n  model: mini\n"), env={})
+    assert cfg.cloud.poll_interval_s == 2.0
+    assert cfg.rig.model == "mini"
+    assert cfg.cloud.max_part_bytes == 200_000_000  # untouched default
+    assert cfg.source == str(tmp_path / "config.yaml")
+
+
+def test_lookup_order_explicit_then_env(tmp_path: Path) -> None:
+    a = tmp_path / "a.yaml"
+    b = tmp_path / "b.yaml"
+    a.write_text("rig: {model: mini}\n")
+    b.write_text("rig: {model: midi}\n")
+    assert load_config(env={"OPENSCAN_PI_CONFIG": str(b)}).rig.model == "midi"
+    assert load_config(a, env={"OPENSCAN_PI_CONFIG": str(b)}).rig.model == "mini"
+
+
+def test_token_from_environment_overrides_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "cloud: {token: from-file}\n")
+    assert load_config(path, env={}).cloud.token == "from-file"
+    assert load_config(path, env={"OPENSCAN_PI_TOKEN": "from-env"}).cloud.token == "from-env"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("cloud:\n  max_part_bytes: lots\n",
+     "config: cloud.max_part_bytes: expected an integer, got 'lots'"),
+    ("cloud:\n  max_part_bytes: 300000000\n",
+     "config: cloud.max_part_bytes: 300000000 is out of range (4096-200000000)"),
+    ("cloud:\n  poll_interval_s: 0\n", "config: cloud.poll_interval_s: 0.0 must be greater than 0"),
+    ("cloud:\n  retries: true\n", "config: cloud.retries: expected an integer, got True"),
+    ("cloud:\n  url: ftp://example.org\n",
+     "config: cloud.url: 'ftp://example.org' is not an http(s) URL or 'local'"),
+    ("cloud:\n  tokn: abc\n", "config: cloud.tokn: unknown key (known here: "),
+    ("clouds: {}\n", "config: clouds: unknown key (known here: camera, cloud, daemon, rig)"),
+    ("cloud: 5\n", "config: cloud: expected a mapping, got 5"),
+    ("rig:\n  model: classik\n",
+     "config: rig.model: expected one of classic, mini, mini-v2, midi, simulated, got 'classik'"),
+    ("camera:\n  resolution: [4056]\n", "config: camera.resolution: expected [width, height]"),
+    ("camera:\n  resolution: [4056, x]\n",
+     "config: camera.resolution[1]: expected an integer, got 'x'"),
+    ("daemon:\n  data_dir: relative/path\n",
+     "config: daemon.data_dir: 'relative/path' must be an absolute path"),
+    ("- just\n- a list\n", "expected a mapping of sections"),
+    ("cloud: [unclosed\n", "line 2, column 1"),
+])
+def test_bad_values_name_the_key(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert message in str(info.value)
+    assert str(info.value).startswith("config: ")
+    assert "\n" not in str(info.value)
+    assert info.value.exit_code == EX_CONFIG == 78
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "absent.yaml", env={})
+
+
+def test_empty_file_means_defaults(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, ""), env={}).rig.model == "classic"
+
+
+def test_config_objects_are_frozen() -> None:
+    cfg = load_config(env={})
+    with pytest.raises(AttributeError):
+        cfg.cloud.url = "x"  # type: ignore[misc]
+
+
+def test_data_dir_falls_back_for_a_user_who_cannot_write_the_default(tmp_path: Path,
+                                                                       monkeypatch) -> None:
+    cfg = load_config(write(tmp_path, f"daemon: {{data_dir: {tmp_path}/data}}\n"), env={})
+    assert cfg.data_dir == tmp_path / "data"
+    if os.geteuid() == 0:
+        pytest.skip("root can write the default data_dir")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert load_config(env={}).data_dir == tmp_path / "xdg" / "openscan-pi"
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("OPENSCAN_PI_")}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "openscan_pi", *args], capture_output=True,
+                          text=True, env=full_env, timeout=60)
+
+
+def test_cli_broken_config_is_one_line_and_exit_78(tmp_path: Path) -> None:
+    path = write(tmp_path, "cloud:\n  max_part_bytes: lots\n")
+    proc = run_cli("--config", str(path), "token")
+    assert proc.returncode == 78
+    assert proc.stderr == ("openscan-pi: config: cloud.max_part_bytes: expected an integer, "
+                           "got 'lots'\n")
+    assert proc.stdout == ""
+
+
+def test_cli_missing_config_file_exit_78(tmp_path: Path) -> None:
+    proc = run_cli("--config", str(tmp_path / "nope.yaml"), "token")
+    assert proc.returncode == 78
+    assert "nope.yaml: no such file" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_debug_shows_the_traceback(tmp_path: Path) -> None:
+    path = write(tmp_path, "cloud:\n  max_part_bytes: lots\n")
+    proc = run_cli("--debug", "--config", str(path), "token")
+    assert proc.returncode == 78
+    assert "Traceback" in proc.stderr
+
+
+def test_cli_env_config_is_used(tmp_path: Path) -> None:
+    path = write(tmp_path, "rig:\n  model: nope\n")
+    proc = run_cli("token", env={"OPENSCAN_PI_CONFIG": str(path)})
+    assert proc.returncode == 78
+    assert "rig.model" in proc.stderr
+
+
+def test_help_teaches() -> None:
+    proc = run_cli("--help")
+    assert proc.returncode == 0
+    for word in ("upload", "token", "download", "--config", "OPENSCAN_PI_TOKEN"):
+        assert word in proc.stdout
+    proc = run_cli("upload", "--help")
+    assert proc.returncode == 0
+    assert "continues where it stopped" in proc.stdout

@@ -1,0 +1,771 @@
+"""The local OpenScan Cloud, spoken to over real loopback sockets with ``requests``."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+
+from openscan_pi.cloud.local import BAD_REQUEST_TEXT, LocalCloud, TokenLimits
+
+AUTH = ("openscan", "free")
+TOKEN = "test-token"
+PART = 64 * 1024
+PROCESSING_S = 4.0
+TTL_S = 1000.0
+LIFETIME_S = 100.0
+REPO = Path(__file__).resolve().parents[1]
+ConnectionFailure = (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError)
+
+
+class FakeClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def new_cloud(store: Path | None, clock: FakeClock, **kwargs: object) -> LocalCloud:
+    options: dict = {
+        "processing_s": PROCESSING_S,
+        "max_part_bytes": PART,
+        "result_ttl_s": TTL_S,
+        "link_lifetime_s": LIFETIME_S,
+        "clock": clock,
+    }
+    options.update(kwargs)
+    return LocalCloud(store, **options)
+
+
+@pytest.fixture
+def cloud(tmp_path: Path, clock: FakeClock) -> Iterator[LocalCloud]:
+    with new_cloud(tmp_path / "store", clock) as server:
+        yield server
+
+
+def api(cloud: LocalCloud, endpoint: str, auth: tuple[str, str] | None = AUTH, **params: object):
+    return requests.get(f"{cloud.url}/{endpoint}", params=params, auth=auth, timeout=10)
+
+
+def image_bytes(seed: int, size: int) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+def make_zip(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def small_set() -> bytes:
+    return make_zip({"img_002.jpg": image_bytes(2, 3000), "img_001.jpg": image_bytes(1, 3000)})
+
+
+def split(data: bytes, size: int = PART) -> list[bytes]:
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+def create(cloud: LocalCloud, name: str, data: bytes, photos: int = 2, token: str = TOKEN):
+    parts = math.ceil(len(data) / PART)
+    answer = api(
+        cloud, "createProject", token=token, project=name, photos=photos, parts=parts,
+        filesize=len(data),
+    )
+    assert answer.status_code == 200, answer.text
+    return answer.json()["ulink"]
+
+
+def post(link: str, body: object) -> requests.Response:
+    headers = {"Content-Type": "application/octet-stream"}
+    return requests.post(link, data=body, headers=headers, timeout=10)
+
+
+def upload(links: list[str], data: bytes) -> None:
+    for link, chunk in zip(links, split(data), strict=True):
+        answer = post(link, chunk)
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"content-hash": dropbox_hash(chunk)}
+
+
+def dropbox_hash(data: bytes) -> str:
+    block = 4 * 1024 * 1024
+    digests = b"".join(
+        hashlib.sha256(data[i : i + block]).digest() for i in range(0, len(data), block)
+    )
+    return hashlib.sha256(digests).hexdigest()
+
+
+def started_project(cloud: LocalCloud, name: str = "p", data: bytes | None = None) -> bytes:
+    data = small_set() if data is None else data
+    upload(create(cloud, name, data), data)
+    answer = api(cloud, "startProject", token=TOKEN, project=name)
+    assert answer.json() == {"status": "initialized"}
+    return data
+
+
+def info(cloud: LocalCloud, name: str = "p") -> dict:
+    answer = api(cloud, "getProjectInfo", token=TOKEN, project=name)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def project_state(cloud: LocalCloud, name: str = "p") -> dict:
+    return cloud.state()["projects"][name]
+
+
+def assert_400(answer: requests.Response) -> None:
+    assert answer.status_code == 400
+    assert answer.text == BAD_REQUEST_TEXT
+    assert answer.headers["Content-Type"].startswith("text/html")
+
+
+# ------------------------------------------------------------------------------- basic API
+
+
+def test_status_needs_no_auth(cloud: LocalCloud) -> None:
+    answer = api(cloud, "status", auth=None)
+    assert answer.status_code == 200
+    assert answer.json() == {"status": "online"}
+
+
+@pytest.mark.parametrize("auth", [None, ("openscan", "wrong"), ("someone", "free")])
+def test_api_needs_basic_auth(cloud: LocalCloud, auth: tuple[str, str] | None) -> None:
+    for endpoint in ("getTokenInfo", "getQueueEstimate", "createProject"):
+        answer = api(cloud, endpoint, auth=auth, token=TOKEN)
+        assert answer.status_code == 401
+        assert answer.json() == {"error": "Unauthorized access"}
+
+
+def test_token_info_any_token_by_default(cloud: LocalCloud) -> None:
+    answer = api(cloud, "getTokenInfo", token="anything")
+    assert answer.json() == {
+        "credit": 50_000_000_000,
+        "limit_filesize": 2_000_000_000,
+        "limit_photos": 1000,
+    }
+    assert_400(api(cloud, "getTokenInfo", token=""))
+    assert_400(api(cloud, "getTokenInfo"))
+
+
+def test_token_limits_and_credit(tmp_path: Path, clock: FakeClock) -> None:
+    limits = TokenLimits(credit=1000, limit_filesize=800, limit_photos=3)
+    with new_cloud(tmp_path, clock, tokens={"good": limits}, max_part_bytes=1000) as cloud:
+        assert api(cloud, "getTokenInfo", token="good").json() == {
+            "credit": 1000,
+            "limit_filesize": 800,
+            "limit_photos": 3,
+        }
+        assert_400(api(cloud, "getTokenInfo", token="bad"))
+        base = {"token": "good", "parts": 1}
+        assert_400(api(cloud, "createProject", project="a", photos=4, filesize=10, **base))
+        assert_400(api(cloud, "createProject", project="a", photos=3, filesize=801, **base))
+        assert_400(api(cloud, "createProject", project="a", photos=3, filesize=10, token="bad",
+                       parts=1))
+        answer = api(cloud, "createProject", project="a", photos=3, filesize=500, **base)
+        assert answer.json()["credit"] == 500
+        # 600 is within limit_filesize but more than the credit left
+        assert_400(api(cloud, "createProject", project="b", photos=3, filesize=600, **base))
+        assert api(cloud, "getTokenInfo", token="good").json()["credit"] == 500
+        assert cloud.state()["tokens"]["good"] == {"credit": 500}
+        assert api(cloud, "resetProject", token="good", project="a").json() == {"status": "reset"}
+        assert api(cloud, "getTokenInfo", token="good").json()["credit"] == 1000
+        answer = api(cloud, "createProject", project="b", photos=3, filesize=600, **base)
+        assert answer.json()["credit"] == 400
+
+
+def test_queue_estimate_counts_projects_in_processing(cloud: LocalCloud, clock: FakeClock) -> None:
+    assert api(cloud, "getQueueEstimate").json() == {"estimated_time_seconds": PROCESSING_S}
+    started_project(cloud, "p")
+    started_project(cloud, "q")
+    assert api(cloud, "getQueueEstimate").json() == {"estimated_time_seconds": 3 * PROCESSING_S}
+    clock.advance(PROCESSING_S)
+    assert api(cloud, "getQueueEstimate").json() == {"estimated_time_seconds": PROCESSING_S}
+
+
+def test_create_project_answer(cloud: LocalCloud) -> None:
+    answer = api(cloud, "createProject", token=TOKEN, project="p", photos=5, parts=3,
+                 filesize=3 * PART)
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["status"] == "created"
+    assert body["credit"] == 50_000_000_000 - 3 * PART
+    assert len(body["ulink"]) == 3 and len(set(body["ulink"])) == 3
+    for link in body["ulink"]:
+        assert link.startswith(f"{cloud.url}/upload/")
+    assert info(cloud) == {"status": "created", "ulink": body["ulink"], "dlink": None}
+    state = project_state(cloud)
+    assert state["status"] == "created"
+    assert (state["photos"], state["parts"], state["filesize"]) == (5, 3, 3 * PART)
+    assert state["created_count"] == 1 and state["parts_received"] == []
+    assert cloud.state()["tokens"][TOKEN]["credit"] == body["credit"]
+    assert cloud.state()["requests"]["createProject"] == 1
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"token": "", "photos": 1, "parts": 1, "filesize": 10},
+        {"photos": 0, "parts": 1, "filesize": 10},
+        {"photos": 1001, "parts": 1, "filesize": 10},
+        {"photos": 1, "parts": 30518, "filesize": 2_000_000_001},
+        {"photos": 1, "parts": 0, "filesize": 10},
+        {"photos": 1, "parts": 1, "filesize": PART + 1},
+        {"photos": 1, "parts": 5, "filesize": 3},
+        {"photos": "x", "parts": 1, "filesize": 10},
+        {"photos": 1, "parts": 1, "filesize": "1.5"},
+        {"photos": 1, "parts": 1},
+        {"photos": 1, "filesize": 10},
+    ],
+)
+def test_create_project_refused(cloud: LocalCloud, params: dict) -> None:
+    params = {"token": TOKEN, "project": "p", **params}
+    assert_400(api(cloud, "createProject", **params))
+    assert "p" not in cloud.state()["projects"]
+    assert cloud.state()["tokens"].get(TOKEN) is None
+
+
+def test_create_project_name_taken(cloud: LocalCloud) -> None:
+    create(cloud, "p", b"x" * 10)
+    assert_400(api(cloud, "createProject", token=TOKEN, project="p", photos=1, parts=1,
+                   filesize=10))
+    assert_400(api(cloud, "createProject", token="other", project="p", photos=1, parts=1,
+                   filesize=10))
+
+
+def test_project_info_unknown_name_is_401(cloud: LocalCloud) -> None:
+    answer = api(cloud, "getProjectInfo", token=TOKEN, project="nope")
+    assert answer.status_code == 401
+    assert answer.json() == {"error": "Unauthorized access"}
+    create(cloud, "p", b"x" * 10)
+    assert api(cloud, "getProjectInfo", token="another", project="p").status_code == 401
+    assert api(cloud, "getProjectInfo", token="", project="p").status_code == 401
+
+
+# ------------------------------------------------------------------------------- uploads
+
+
+def test_upload_and_start(cloud: LocalCloud) -> None:
+    data = small_set()
+    links = create(cloud, "p", data)
+    assert_400(api(cloud, "startProject", token=TOKEN, project="p"))  # no part yet
+    answer = post(links[0], data)
+    assert answer.status_code == 200
+    assert answer.json() == {"content-hash": dropbox_hash(data)}
+    assert project_state(cloud)["parts_received"] == [0]
+    assert api(cloud, "startProject", token=TOKEN, project="p").json() == {
+        "status": "initialized"
+    }
+    assert_400(api(cloud, "startProject", token=TOKEN, project="p"))  # already started
+    assert_400(api(cloud, "startProject", token=TOKEN, project="nope"))
+    assert_400(api(cloud, "startProject", token="other", project="p"))
+    assert project_state(cloud)["start_count"] == 1
+    assert cloud.state()["requests"]["upload"] == 1
+
+
+def test_start_needs_every_part(cloud: LocalCloud) -> None:
+    data = make_zip({"a.jpg": image_bytes(1, 2 * PART)})
+    links = create(cloud, "p", data)
+    assert len(links) == 3
+    post(links[0], split(data)[0])
+    post(links[2], split(data)[2])
+    assert_400(api(cloud, "startProject", token=TOKEN, project="p"))
+    post(links[1], split(data)[1])
+    assert api(cloud, "startProject", token=TOKEN, project="p").status_code == 200
+
+
+def test_link_is_single_use(cloud: LocalCloud) -> None:
+    links = create(cloud, "p", b"x" * 10)
+    assert post(links[0], b"x" * 10).status_code == 200
+    again = post(links[0], b"y" * 10)
+    assert again.status_code == 409
+    assert again.json()["error"] == "path/conflict"
+    assert post(f"{cloud.url}/upload/0123456789abcdef", b"x").status_code == 409
+
+
+def test_link_expires(cloud: LocalCloud, clock: FakeClock) -> None:
+    links = create(cloud, "p", b"x" * 20, photos=1)
+    assert len(links) == 1
+    clock.advance(LIFETIME_S + 1)
+    answer = post(links[0], b"x" * 20)
+    assert answer.status_code == 409
+    assert answer.json()["reason"] == "expired"
+    assert project_state(cloud)["parts_received"] == []
+
+
+def test_expire_links_fault(cloud: LocalCloud) -> None:
+    links = create(cloud, "p", b"x" * 20)
+    cloud.inject("expire_links")
+    assert post(links[0], b"x" * 20).status_code == 409
+    links = create(cloud, "q", b"x" * 20)  # links issued later are fine
+    assert post(links[0], b"x" * 20).status_code == 200
+
+
+def test_upload_larger_than_a_part_is_413(cloud: LocalCloud) -> None:
+    links = create(cloud, "p", b"x" * 20)
+    assert post(links[0], b"x" * (PART + 1)).status_code == 413
+    assert post(links[0], b"x" * 20).status_code == 200
+
+
+def test_chunked_upload_is_411(cloud: LocalCloud) -> None:
+    links = create(cloud, "p", b"x" * 20)
+
+    def body() -> Iterator[bytes]:
+        yield b"x" * 10
+        yield b"x" * 10
+
+    answer = post(links[0], body())
+    assert answer.status_code == 411
+    assert answer.json() == {"error": "length required"}
+    assert project_state(cloud)["parts_received"] == []
+    assert post(links[0], b"x" * 20).status_code == 200
+
+
+def test_upload_cut_short_stores_nothing(cloud: LocalCloud) -> None:
+    links = create(cloud, "p", b"x" * 1000)
+    url = urlsplit(links[0])
+    with socket.create_connection((url.hostname, url.port)) as sock:
+        head = f"POST {url.path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"
+        sock.sendall(head.encode() + b"x" * 100)
+        state = cloud.wait_for(lambda s: s["projects"]["p"]["bytes_receiving"] == 100)
+        assert state["uploads_in_progress"] == 1
+    state = cloud.wait_for(lambda s: s["uploads_in_progress"] == 0)
+    assert state["projects"]["p"]["parts_received"] == []
+    assert state["projects"]["p"]["bytes_receiving"] == 0
+    assert post(links[0], b"x" * 1000).status_code == 200
+
+
+def test_content_hash_of_several_blocks(tmp_path: Path, clock: FakeClock) -> None:
+    data = image_bytes(7, 9 * 1024 * 1024 + 123)
+    with new_cloud(tmp_path, clock, max_part_bytes=len(data)) as cloud:
+        links = create(cloud, "p", data)
+        answer = post(links[0], data)
+        assert answer.json() == {"content-hash": dropbox_hash(data)}
+        assert cloud.archive_path("p").read_bytes() == data
+
+
+def test_multi_part_upload_is_joined(cloud: LocalCloud, clock: FakeClock) -> None:
+    files = {f"scan/img_{i:03d}.jpg": image_bytes(i, 50_000) for i in range(5)}
+    data = make_zip(files)
+    links = create(cloud, "p", data, photos=5)
+    assert len(links) == math.ceil(len(data) / PART) > 1
+    for index in reversed(range(len(links))):  # order of arrival does not matter
+        assert post(links[index], split(data)[index]).status_code == 200
+    assert project_state(cloud)["parts_received"] == list(range(len(links)))
+    with zipfile.ZipFile(cloud.archive_path("p")) as zf:
+        assert zf.testzip() is None
+        assert {n: zf.read(n) for n in zf.namelist()} == files
+    api(cloud, "startProject", token=TOKEN, project="p")
+    clock.advance(PROCESSING_S)
+    assert info(cloud)["status"] == "processing done"
+    assert cloud.archive_path("p").read_bytes() == data
+
+
+# ------------------------------------------------------------------------------- statuses
+
+
+def test_statuses_advance_with_the_clock(cloud: LocalCloud, clock: FakeClock) -> None:
+    started_project(cloud)
+    links = info(cloud)["ulink"]
+    assert info(cloud) == {"status": "initialized", "ulink": links, "dlink": None}
+    clock.advance(0.25 * PROCESSING_S - 0.01)
+    assert info(cloud)["status"] == "initialized"
+    clock.advance(0.01)
+    assert info(cloud)["status"] == "processing started"
+    assert project_state(cloud)["status"] == "processing started"
+    clock.advance(0.75 * PROCESSING_S)
+    done = info(cloud)
+    assert done["status"] == "processing done"
+    project_id = urlsplit(done["dlink"]).path.split("/")[2]
+    assert done["dlink"] == f"{cloud.url}/share/{project_id}/p.zip?dl=0"
+    clock.advance(TTL_S - 1)
+    assert info(cloud)["status"] == "processing done"
+    clock.advance(1)
+    assert info(cloud) == {"status": "expired", "ulink": links, "dlink": None}
+    assert requests.get(done["dlink"].replace("dl=0", "dl=1"), timeout=10).status_code == 404
+
+
+def test_invalid_zip_fails(cloud: LocalCloud, clock: FakeClock) -> None:
+    started_project(cloud, "garbage", image_bytes(3, 5000))
+    data = small_set()
+    answer = api(cloud, "createProject", token=TOKEN, project="short", photos=2, parts=1,
+                 filesize=len(data) + 1)
+    post(answer.json()["ulink"][0], data)
+    api(cloud, "startProject", token=TOKEN, project="short")
+    started_project(cloud, "noimages", make_zip({"readme.txt": b"hello"}))
+    clock.advance(PROCESSING_S)
+    for name in ("garbage", "short", "noimages"):
+        assert info(cloud, name) == {
+            "status": "processing failed",
+            "ulink": info(cloud, name)["ulink"],
+            "dlink": None,
+        }
+
+
+def test_processing_failed_fault(cloud: LocalCloud, clock: FakeClock) -> None:
+    cloud.inject("processing_failed")
+    started_project(cloud, "p")
+    started_project(cloud, "q")
+    clock.advance(PROCESSING_S)
+    assert info(cloud, "p")["status"] == "processing failed"
+    assert info(cloud, "q")["status"] == "processing done"
+
+
+def test_reset_project(cloud: LocalCloud) -> None:
+    data = small_set()
+    links = create(cloud, "p", data)
+    assert post(links[0], data).status_code == 200
+    credit = api(cloud, "getTokenInfo", token=TOKEN).json()["credit"]
+    assert api(cloud, "resetProject", token=TOKEN, project="p").json() == {"status": "reset"}
+    assert api(cloud, "getTokenInfo", token=TOKEN).json()["credit"] == credit + len(data)
+    assert api(cloud, "getProjectInfo", token=TOKEN, project="p").status_code == 401
+    assert post(links[0], data).status_code == 409
+    state = project_state(cloud)
+    assert (state["status"], state["created_count"], state["reset_count"]) == ("reset", 1, 1)
+    new_links = create(cloud, "p", data)
+    assert set(new_links).isdisjoint(links)
+    upload(new_links, data)
+    state = project_state(cloud)
+    assert (state["status"], state["created_count"], state["reset_count"]) == ("created", 2, 1)
+    assert_400(api(cloud, "resetProject", token=TOKEN, project="nope"))
+    assert_400(api(cloud, "resetProject", token="other", project="p"))
+
+
+# ------------------------------------------------------------------------------- the model
+
+
+def test_share_link_preview_and_download(cloud: LocalCloud, clock: FakeClock) -> None:
+    first = image_bytes(10, 4000)
+    data = make_zip(
+        {
+            "z_last.png": image_bytes(11, 4000),
+            "notes.txt": b"not an image",
+            "scan/b.jpg": image_bytes(12, 4000),
+            "scan/a.jpg": first,
+        }
+    )
+    started_project(cloud, "p", data)
+    clock.advance(PROCESSING_S)
+    dlink = info(cloud)["dlink"]
+    preview = requests.get(dlink, timeout=10)
+    assert preview.status_code == 200
+    assert preview.headers["Content-Type"].startswith("text/html")
+    assert "<html" in preview.text.lower()
+    no_dl = requests.get(dlink.split("?")[0], timeout=10)
+    assert no_dl.headers["Content-Type"].startswith("text/html")
+    download = requests.get(dlink.replace("dl=0", "dl=1"), timeout=10)
+    assert download.status_code == 200
+    assert download.headers["Content-Type"] == "application/zip"
+    assert int(download.headers["Content-Length"]) == len(download.content)
+    with zipfile.ZipFile(io.BytesIO(download.content)) as zf:
+        assert sorted(zf.namelist()) == ["model.mtl", "model.obj", "texture.jpg"]
+        assert zf.read("texture.jpg") == first
+        mtl = zf.read("model.mtl").decode()
+        assert "map_Kd texture.jpg" in mtl.splitlines()
+        obj = zf.read("model.obj").decode().splitlines()
+    assert "mtllib model.mtl" in obj
+    assert any(line.startswith("usemtl ") for line in obj)
+    vertices = [line for line in obj if line.startswith("v ")]
+    uvs = [line for line in obj if line.startswith("vt ")]
+    faces = [line for line in obj if line.startswith("f ")]
+    assert len(vertices) == len(uvs) > 100 and len(faces) > 100
+    for face in faces:
+        for corner in face.split()[1:]:
+            v, vt = (int(x) for x in corner.split("/"))
+            assert 1 <= v <= len(vertices) and 1 <= vt <= len(uvs)
+    # deterministic: the same set gives the same zip byte for byte
+    started_project(cloud, "again", data)
+    clock.advance(PROCESSING_S)
+    other = requests.get(info(cloud, "again")["dlink"].replace("dl=0", "dl=1"), timeout=10)
+    assert other.content == download.content
+
+
+def test_texture_keeps_its_extension(cloud: LocalCloud, clock: FakeClock) -> None:
+    texture = image_bytes(20, 1000)
+    started_project(cloud, "p", make_zip({"b.jpg": b"x", "a.PNG": texture}))
+    clock.advance(PROCESSING_S)
+    zipped = requests.get(info(cloud)["dlink"].replace("dl=0", "dl=1"), timeout=10).content
+    with zipfile.ZipFile(io.BytesIO(zipped)) as zf:
+        assert zf.read("texture.png") == texture
+        assert "map_Kd texture.png" in zf.read("model.mtl").decode()
+
+
+# ------------------------------------------------------------------------------- faults
+
+
+def test_api_5xx_and_429_with_retry_after(cloud: LocalCloud) -> None:
+    cloud.inject("api_5xx", 2, retry_after=3)
+    assert api(cloud, "status").status_code == 200  # /status is not an API call
+    for _ in range(2):
+        answer = api(cloud, "getTokenInfo", token=TOKEN)
+        assert answer.status_code == 503
+        assert answer.headers["Retry-After"] == "3"
+    assert api(cloud, "getTokenInfo", token=TOKEN).status_code == 200
+    cloud.inject("api_429")
+    answer = api(cloud, "getQueueEstimate")
+    assert answer.status_code == 429
+    assert "Retry-After" not in answer.headers
+    assert api(cloud, "getQueueEstimate").status_code == 200
+
+
+def test_api_faults_spare_uploads(cloud: LocalCloud) -> None:
+    links = create(cloud, "p", b"x" * 10)
+    cloud.inject("api_5xx")
+    assert post(links[0], b"x" * 10).status_code == 200
+    assert api(cloud, "getQueueEstimate").status_code == 503
+
+
+def test_api_html_and_non_json(cloud: LocalCloud) -> None:
+    cloud.inject("api_html")
+    answer = api(cloud, "getTokenInfo", token=TOKEN)
+    assert answer.status_code == 502
+    assert answer.headers["Content-Type"].startswith("text/html")
+    assert "<title>502 Bad Gateway</title>" in answer.text
+    cloud.inject("api_non_json")
+    answer = api(cloud, "getTokenInfo", token=TOKEN)
+    assert answer.status_code == 200
+    assert answer.headers["Content-Type"].startswith("text/plain")
+    assert answer.text == "OK"
+    assert api(cloud, "getTokenInfo", token=TOKEN).json()["limit_photos"] == 1000
+
+
+def test_api_drop(cloud: LocalCloud) -> None:
+    cloud.inject("api_drop")
+    with pytest.raises(requests.exceptions.ConnectionError):
+        api(cloud, "createProject", token=TOKEN, project="p", photos=1, parts=1, filesize=10)
+    assert "p" not in cloud.state()["projects"]
+    assert api(cloud, "getQueueEstimate").status_code == 200
+
+
+def test_create_lost_answer(cloud: LocalCloud) -> None:
+    cloud.inject("create_lost_answer")
+    with pytest.raises(requests.exceptions.ConnectionError):
+        api(cloud, "createProject", token=TOKEN, project="p", photos=1, parts=1, filesize=10)
+    assert info(cloud)["status"] == "created"
+    assert cloud.state()["tokens"][TOKEN]["credit"] == 50_000_000_000 - 10
+    assert api(cloud, "createProject", token=TOKEN, project="q", photos=1, parts=1,
+               filesize=10).status_code == 200
+
+
+def test_start_lost_answer(cloud: LocalCloud) -> None:
+    data = small_set()
+    upload(create(cloud, "p", data), data)
+    cloud.inject("start_lost_answer")
+    with pytest.raises(requests.exceptions.ConnectionError):
+        api(cloud, "startProject", token=TOKEN, project="p")
+    assert info(cloud)["status"] == "initialized"
+    assert project_state(cloud)["start_count"] == 1
+
+
+def test_part_5xx_leaves_the_link_usable(cloud: LocalCloud) -> None:
+    links = create(cloud, "p", b"x" * 1000)
+    cloud.inject("part_5xx")
+    assert post(links[0], b"x" * 1000).status_code == 500
+    assert project_state(cloud)["parts_received"] == []
+    assert post(links[0], b"x" * 1000).status_code == 200
+
+
+def test_part_drop(cloud: LocalCloud) -> None:
+    data = image_bytes(4, PART)
+    links = create(cloud, "p", data)
+    cloud.inject("part_drop")
+    with pytest.raises(requests.exceptions.ConnectionError):
+        post(links[0], data)
+    state = cloud.wait_for(lambda s: s["uploads_in_progress"] == 0)
+    assert state["projects"]["p"]["parts_received"] == []
+    assert state["projects"]["p"]["bytes_receiving"] == 0
+    assert post(links[0], data).json() == {"content-hash": dropbox_hash(data)}
+
+
+def test_part_lost_answer(cloud: LocalCloud) -> None:
+    data = image_bytes(5, 1000)
+    links = create(cloud, "p", data)
+    cloud.inject("part_lost_answer")
+    with pytest.raises(requests.exceptions.ConnectionError):
+        post(links[0], data)
+    state = cloud.wait_for(lambda s: s["uploads_in_progress"] == 0)
+    assert state["projects"]["p"]["parts_received"] == [0]
+    assert post(links[0], data).status_code == 409
+    assert cloud.archive_path("p").read_bytes() == data
+
+
+def test_part_bad_hash(cloud: LocalCloud) -> None:
+    data = image_bytes(6, 1000)
+    links = create(cloud, "p", data)
+    cloud.inject("part_bad_hash")
+    answer = post(links[0], data)
+    assert answer.status_code == 200
+    assert answer.json()["content-hash"] != dropbox_hash(data)
+    assert project_state(cloud)["parts_received"] == [0]
+    assert post(links[0], data).status_code == 409
+
+
+def test_part_slow(cloud: LocalCloud) -> None:
+    data = image_bytes(8, PART)
+    links = create(cloud, "p", data)
+    cloud.inject("part_slow", bps=2000)
+    with ThreadPoolExecutor(1) as pool:
+        began = time.monotonic()
+        future = pool.submit(post, links[0], data)
+        state = cloud.wait_for(lambda s: s["projects"]["p"]["bytes_receiving"] >= 300)
+        elapsed = time.monotonic() - began
+        assert state["uploads_in_progress"] == 1
+        # never faster than the limit (one 100-byte chunk of slack, plus one for timing)
+        assert state["projects"]["p"]["bytes_receiving"] <= 2000 * elapsed + 200
+        assert not future.done()
+        cloud.inject("part_slow", bps=0)
+        answer = future.result(timeout=10)
+    assert answer.json() == {"content-hash": dropbox_hash(data)}
+    assert project_state(cloud)["parts_received"] == [0]
+
+
+def test_download_drop(cloud: LocalCloud, clock: FakeClock) -> None:
+    started_project(cloud)
+    clock.advance(PROCESSING_S)
+    link = info(cloud)["dlink"].replace("dl=0", "dl=1")
+    cloud.inject("download_drop")
+    with pytest.raises(ConnectionFailure):
+        requests.get(link, timeout=10)
+    whole = requests.get(link, timeout=10)
+    assert zipfile.ZipFile(io.BytesIO(whole.content)).testzip() is None
+
+
+def test_download_resumes_with_a_range(cloud: LocalCloud, clock: FakeClock) -> None:
+    started_project(cloud)
+    clock.advance(PROCESSING_S)
+    link = info(cloud)["dlink"].replace("dl=0", "dl=1")
+    whole = requests.get(link, timeout=10)
+    assert whole.headers["Accept-Ranges"] == "bytes"
+    rest = requests.get(link, headers={"Range": "bytes=100-"}, timeout=10)
+    assert rest.status_code == 206
+    size = len(whole.content)
+    assert rest.headers["Content-Range"] == f"bytes 100-{size - 1}/{size}"
+    assert rest.content == whole.content[100:]
+    middle = requests.get(link, headers={"Range": "bytes=10-19"}, timeout=10)
+    assert middle.content == whole.content[10:20]
+    beyond = requests.get(link, headers={"Range": f"bytes={len(whole.content)}-"}, timeout=10)
+    assert beyond.status_code == 416
+
+
+def test_unknown_fault(cloud: LocalCloud) -> None:
+    with pytest.raises(ValueError):
+        cloud.inject("no_such_fault")
+    with pytest.raises(ValueError):
+        cloud.inject("api_5xx", bogus=1)
+    assert_400(requests.get(f"{cloud.url}/_faults?no_such_fault=1", timeout=10))
+
+
+def test_fault_and_state_hooks_over_http(cloud: LocalCloud) -> None:
+    answer = requests.get(f"{cloud.url}/_faults?api_429=2&retry_after=5", timeout=10)
+    assert answer.status_code == 200
+    for _ in range(2):
+        answer = api(cloud, "getQueueEstimate")
+        assert (answer.status_code, answer.headers["Retry-After"]) == (429, "5")
+    assert api(cloud, "getQueueEstimate").status_code == 200
+    create(cloud, "p", b"x" * 10)
+    state = requests.get(f"{cloud.url}/_state", timeout=10).json()
+    assert state["url"] == cloud.url
+    assert state["projects"]["p"]["status"] == "created"
+    assert state["requests"]["getQueueEstimate"] == 3
+    assert state["uploads_in_progress"] == 0
+
+
+def test_wait_for_times_out(cloud: LocalCloud) -> None:
+    with pytest.raises(TimeoutError):
+        cloud.wait_for(lambda s: s["projects"]["never"] is not None, timeout=0.1)
+
+
+# ------------------------------------------------------------------------------- persistence
+
+
+def test_state_survives_a_new_server(tmp_path: Path, clock: FakeClock) -> None:
+    store = tmp_path / "store"
+    data = make_zip({f"img_{i}.jpg": image_bytes(i, 40_000) for i in range(3)})
+    with new_cloud(store, clock) as first:
+        links = create(first, "p", data, photos=3)
+        assert len(links) == 2
+        assert post(links[0], split(data)[0]).status_code == 200
+        create(first, "gone", b"x" * 10)
+        api(first, "resetProject", token=TOKEN, project="gone")
+        credit = first.state()["tokens"][TOKEN]["credit"]
+    with new_cloud(store, clock) as second:
+        state = second.state()
+        assert state["tokens"][TOKEN]["credit"] == credit
+        assert state["projects"]["p"]["parts_received"] == [0]
+        assert state["projects"]["gone"]["reset_count"] == 1
+        assert info(second)["ulink"] == [second.rebase_link(link) for link in links]
+        assert second.rebase_link(links[1]).startswith(f"{second.url}/upload/")
+        assert post(second.rebase_link(links[0]), split(data)[0]).status_code == 409
+        assert post(second.rebase_link(links[1]), split(data)[1]).status_code == 200
+        assert api(second, "startProject", token=TOKEN, project="p").status_code == 200
+    clock.advance(PROCESSING_S)
+    with new_cloud(store, clock) as third:
+        assert info(third)["status"] == "processing done"
+        with zipfile.ZipFile(third.archive_path("p")) as zf:
+            assert zf.testzip() is None
+        assert project_state(third)["start_count"] == 1
+
+
+def test_temporary_store_is_removed(clock: FakeClock) -> None:
+    cloud = new_cloud(None, clock).start()
+    store = cloud.store_dir
+    assert store.is_dir()
+    create(cloud, "p", b"x" * 10)
+    cloud.stop()
+    assert not store.exists()
+
+
+def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "openscan_pi.cloud.local", "--port", "0", "--store",
+         str(tmp_path / "store"), "--processing-s", "1", "--max-part-bytes", "1000"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("listening on http://127.0.0.1:")
+        url = line.split()[-1]
+        assert requests.get(f"{url}/status", timeout=10).json() == {"status": "online"}
+        answer = requests.get(f"{url}/createProject", auth=AUTH, timeout=10, params={
+            "token": TOKEN, "project": "p", "photos": 1, "parts": 1, "filesize": 1001,
+        })
+        assert answer.status_code == 400  # --max-part-bytes took effect
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert proc.stdout.read() == ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
