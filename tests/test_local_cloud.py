@@ -646,6 +646,22 @@ def test_part_slow(cloud: LocalCloud) -> None:
     assert project_state(cloud)["parts_received"] == [0]
 
 
+def test_abort_uploads_cuts_bodies_in_flight(cloud: LocalCloud) -> None:
+    data = image_bytes(8, PART)
+    links = create(cloud, "p", data)
+    cloud.inject("part_slow", bps=2000)
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(post, links[0], data)
+        cloud.wait_for(lambda s: s["projects"]["p"]["bytes_receiving"] > 0)
+        cloud.inject("abort_uploads")
+        with pytest.raises(ConnectionFailure):
+            future.result(timeout=10)
+    state = cloud.wait_for(lambda s: s["uploads_in_progress"] == 0)
+    assert state["projects"]["p"]["parts_received"] == []
+    cloud.inject("part_slow", bps=0)
+    assert post(links[0], data).json() == {"content-hash": dropbox_hash(data)}  # link unused
+
+
 def test_download_drop(cloud: LocalCloud, clock: FakeClock) -> None:
     started_project(cloud)
     clock.advance(PROCESSING_S)

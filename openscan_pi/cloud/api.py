@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,7 @@ from openscan_pi.config import CloudConfig
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
+_CONNECTION_PREFIX = re.compile(r"^(<[\w.]+ object at 0x[0-9a-f]+>|\w*Connection(Pool)?\([^)]*\)): ")
 MAX_RETRY_AFTER_S = 300.0
 
 
@@ -266,8 +268,9 @@ class CloudAPI:
         reason: BaseException = exc
         while reason.args and isinstance(reason.args[0], BaseException):
             reason = reason.args[0]
-        text = getattr(reason, "reason", None) or reason
-        return self.mask(snippet(str(text), 160))
+        text = str(getattr(reason, "reason", None) or reason)
+        text = _CONNECTION_PREFIX.sub("", text)  # "HTTPConnection(host=..., port=...): "
+        return self.mask(snippet(text, 160))
 
     def _get(self, endpoint: str, params: dict[str, Any], *, auth: bool = True, once: bool = False,
              refused: str = "the server refused the request", no_such: str | None = None) -> dict[str, Any]:

@@ -191,7 +191,7 @@ def scan_members(
     ``crc_cache`` maps an absolute path to ``{"size", "mtime_ns", "crc32"}``: an entry whose size
     and mtime_ns match the file is trusted instead of reading the file, and entries are written
     for the files read, so a resumed upload reads nothing twice. ``progress(bytes_done,
-    bytes_total)`` is called after each file.
+    bytes_total)`` is called after each file read (the total counts only the files to read).
     """
     images = find_images(folder)
     stats: list[tuple[str, str, int, int]] = []
@@ -201,19 +201,23 @@ def scan_members(
         except OSError as exc:
             raise _unreadable(path, exc) from exc
         stats.append((name, str(path), st.st_size, st.st_mtime_ns))
-    total = sum(size for _, _, size, _ in stats)
+    cached = {
+        path: _cached_crc(crc_cache.get(path), size, mtime_ns) if crc_cache is not None else None
+        for _, path, size, mtime_ns in stats
+    }
+    total = sum(size for _, path, size, _ in stats if cached[path] is None)
     done = 0
     members: list[Member] = []
     for name, path, size, mtime_ns in stats:
-        crc = _cached_crc(crc_cache.get(path), size, mtime_ns) if crc_cache is not None else None
+        crc = cached[path]
         if crc is None:
             crc = _crc_exactly(path, size, mtime_ns)
             if crc_cache is not None:
                 crc_cache[path] = {"size": size, "mtime_ns": mtime_ns, "crc32": crc}
+            done += size
+            if progress is not None:
+                progress(done, total)
         members.append(Member(name=name, path=path, size=size, crc32=crc, mtime_ns=mtime_ns))
-        done += size
-        if progress is not None:
-            progress(done, total)
     return members
 
 

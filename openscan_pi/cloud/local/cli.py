@@ -1,0 +1,46 @@
+"""``python -m openscan_pi.cloud.local``: serve a local cloud until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from typing import Any
+
+from openscan_pi.cloud.local.cloud import LocalCloud
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve a local cloud until SIGTERM/SIGINT; print ``listening on URL`` once it is up."""
+    parser = argparse.ArgumentParser(
+        prog="python -m openscan_pi.cloud.local",
+        description="Serve a local OpenScan Cloud (API, upload and share links) on loopback.",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--store", default=None, help="state folder (default: a temporary one)")
+    parser.add_argument("--processing-s", type=float, default=6.0)
+    parser.add_argument("--max-part-bytes", type=int, default=200_000_000)
+    args = parser.parse_args(argv)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        cloud = LocalCloud(
+            args.store,
+            host=args.host,
+            port=args.port,
+            processing_s=args.processing_s,
+            max_part_bytes=args.max_part_bytes,
+        )
+        with cloud:
+            print(f"listening on {cloud.url}", flush=True)
+            while not stop.wait(0.2):
+                pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0

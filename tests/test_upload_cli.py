@@ -1,0 +1,195 @@
+"""`openscan-pi upload`, `download` and `token` as a user runs them: real subprocesses, real sockets."""
+
+from __future__ import annotations
+
+import json
+import signal
+import zipfile
+from pathlib import Path
+
+from openscan_pi.cloud.local import LocalCloud
+
+from .conftest import TOKEN, make_set, run_cli, start_cli, write_config
+from .test_transfer import assert_archive
+
+
+def only_project(cloud: LocalCloud) -> tuple[str, dict]:
+    projects = cloud.state()["projects"]
+    assert len(projects) == 1, projects
+    return next(iter(projects.items()))
+
+
+def test_upload_wait_json(config_path: Path, cloud: LocalCloud, image_set: Path,
+                          tmp_path: Path) -> None:
+    out = tmp_path / "model"
+    proc = run_cli("--config", str(config_path), "upload", str(image_set), "--wait", "--out",
+                   str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1
+    result = json.loads(lines[0])
+    name, state = only_project(cloud)
+    assert result["project"] == name
+    assert name.startswith("set-") and name.endswith(".zip")
+    assert result["phase"] == "downloaded" and result["model_dir"] == str(out)
+    assert result["photos"] == 12 and result["parts"] == state["parts"]
+    assert (out / "model.obj").is_file()
+    assert_archive(cloud, name, image_set)
+    assert proc.stderr == ""  # --json: no progress either
+
+
+def test_plain_progress_lines_when_not_a_terminal(config_path: Path, cloud: LocalCloud,
+                                                  image_set: Path) -> None:
+    proc = run_cli("--config", str(config_path), "upload", str(image_set))
+    assert proc.returncode == 0, proc.stderr
+    name, _ = only_project(cloud)
+    assert f"uploading {image_set} as project {name}: 12 photos" in proc.stderr
+    assert "uploading: " in proc.stderr and "(100 %)" in proc.stderr
+    assert "\r" not in proc.stderr  # no bar redraws in a log
+    assert proc.stdout.strip() == (f"project {name} uploaded and started (initialized); fetch the "
+                                   f"model later with: openscan-pi download {name}")
+
+
+def test_power_cut_mid_part_then_the_same_command_continues(config_path: Path, cloud: LocalCloud,
+                                                         image_set: Path, tmp_path: Path) -> None:
+    cloud.inject("part_slow", bps=50_000)
+    args = ("--config", str(config_path), "upload", str(image_set), "--wait", "--out",
+            str(tmp_path / "model"))
+    proc = start_cli(*args)
+    try:
+        cloud.wait_for(lambda s: any(len(p["parts_received"]) >= 2 and p["bytes_receiving"] > 0
+                                     for p in s["projects"].values()), timeout=60)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    # A power cut takes the Pi's network stack with it: the server never gets the rest of the
+    # part that was in flight (after a plain kill -9 the kernel would still deliver what sat in
+    # the socket buffer).
+    cloud.inject("abort_uploads")
+    cloud.wait_for(lambda s: s["uploads_in_progress"] == 0, timeout=30)
+    name, state = only_project(cloud)
+    received_before = set(state["parts_received"])
+    assert 2 <= len(received_before) < state["parts"]
+
+    cloud.inject("part_slow", bps=0)
+    uploads_before = cloud.state()["requests"]["upload"]
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert f"continuing {image_set} as project {name}" in again.stderr
+    name2, state = only_project(cloud)
+    assert name2 == name
+    assert (state["created_count"], state["reset_count"]) == (1, 0), again.stderr
+    assert_archive(cloud, name, image_set)
+    assert (tmp_path / "model" / "model.obj").is_file()
+    # only the parts the server had not confirmed were sent again
+    sent_again = cloud.state()["requests"]["upload"] - uploads_before
+    assert sent_again == state["parts"] - len(received_before)
+
+
+def test_running_upload_again_after_it_finished_sending_makes_no_second_project(
+        config_path: Path, cloud: LocalCloud, image_set: Path, tmp_path: Path) -> None:
+    first = run_cli("--config", str(config_path), "upload", str(image_set), "--json")
+    assert first.returncode == 0, first.stderr
+    name = json.loads(first.stdout)["project"]
+    again = run_cli("--config", str(config_path), "upload", str(image_set), "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["project"] == name
+    assert only_project(cloud)[1]["created_count"] == 1
+    dl = run_cli("--config", str(config_path), "download", name, "--out", str(tmp_path / "m"))
+    assert dl.returncode == 0, dl.stderr
+    assert dl.stdout.strip() == f"model of {name}: {tmp_path / 'm'}"
+    assert (tmp_path / "m" / "model.mtl").is_file()
+    # the model is there: a third upload of the same set is a new project
+    third = run_cli("--config", str(config_path), "upload", str(image_set), "--json")
+    assert json.loads(third.stdout)["project"] != name
+    assert len(cloud.state()["projects"]) == 2
+
+
+def test_download_of_a_project_this_machine_did_not_upload(tmp_path: Path, cloud: LocalCloud,
+                                                           image_set: Path) -> None:
+    a = write_config(tmp_path / "a.yaml", cloud, tmp_path / "data-a")
+    b = write_config(tmp_path / "b.yaml", cloud, tmp_path / "data-b")
+    assert run_cli("--config", str(a), "upload", str(image_set), "--project", "shared.zip"
+                   ).returncode == 0
+    proc = run_cli("--config", str(b), "download", "shared.zip", "--out", str(tmp_path / "m"),
+                   "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["model_dir"] == str(tmp_path / "m")
+    unknown = run_cli("--config", str(b), "download", "nope.zip")
+    assert unknown.returncode == 1
+    assert unknown.stderr == ("openscan-pi: the cloud knows no project nope.zip: check the name "
+                              "(`openscan-pi upload` prints it)\n")
+
+
+def test_token(config_path: Path, cloud: LocalCloud) -> None:
+    proc = run_cli("--config", str(config_path), "token", "--json")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert set(info) == {"credit", "limit_filesize", "limit_photos"}
+    assert info["limit_photos"] == 1000
+    human = run_cli("--config", str(config_path), "token")
+    assert "credit left:" in human.stdout and "1000" in human.stdout
+
+
+def test_token_never_appears_even_with_debug(config_path: Path, cloud: LocalCloud,
+                                             image_set: Path) -> None:
+    proc = run_cli("--debug", "--config", str(config_path), "upload", str(image_set))
+    assert proc.returncode == 0, proc.stderr
+    assert "getTokenInfo" in proc.stderr  # urllib3 logged the requests...
+    assert TOKEN not in proc.stderr + proc.stdout  # ...with the token masked
+
+
+def test_unreachable_cloud_is_one_line(tmp_path: Path, image_set: Path) -> None:
+    with LocalCloud(tmp_path / "store") as cloud:
+        url = cloud.url
+    cfg = write_config(tmp_path / "c.yaml", cloud, tmp_path / "data", max_offline_s=0, retries=0)
+    proc = run_cli("--config", str(cfg), "upload", str(image_set))
+    assert proc.returncode == 1
+    last = proc.stderr.splitlines()[-1]
+    assert last.startswith(f"openscan-pi: cannot reach {url}/getTokenInfo: ")
+    assert "Connection refused" in last and "Traceback" not in proc.stderr
+    assert TOKEN not in proc.stderr
+
+
+def test_bad_inputs_are_one_line(config_path: Path, cloud: LocalCloud, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("hi")
+    with zipfile.ZipFile(tmp_path / "docs.zip", "w") as zf:
+        zf.writestr("a.txt", "no images here")
+    (tmp_path / "fake.zip").write_text("not a zip")
+    full = tmp_path / "full"
+    make_set(tmp_path / "s", count=2)
+    full.mkdir()
+    (full / "x").write_text("keep me")
+    cases = {
+        str(tmp_path / "absent"): "no such file or folder",
+        str(tmp_path / "empty"): "holds no images (.jpg .jpeg .png .tif .tiff .dng)",
+        str(tmp_path / "notes"): "holds no images",
+        str(tmp_path / "docs.zip"): "holds no images",
+        str(tmp_path / "fake.zip"): "is not a zip file",
+    }
+    for path, message in cases.items():
+        proc = run_cli("--config", str(config_path), "upload", path)
+        assert proc.returncode == 1, (path, proc.stderr)
+        assert message in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    proc = run_cli("--config", str(config_path), "upload", str(tmp_path / "s"), "--wait",
+                   "--out", str(full))
+    assert proc.returncode == 1
+    assert f"{full} exists and is not empty" in proc.stderr
+    assert (full / "x").read_text() == "keep me"
+    assert cloud.state()["projects"] == {}  # refused before anything was sent
+
+
+def test_simulate_uses_the_local_cloud_in_process(tmp_path: Path, image_set: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"daemon:\n  data_dir: {tmp_path / 'data'}\ncloud:\n  poll_interval_s: 0.1\n"
+                   "  local:\n    processing_s: 0.3\n")
+    proc = run_cli("--config", str(cfg), "upload", str(image_set), "--simulate", "--wait",
+                   "--out", str(tmp_path / "m"))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("model of set-")
+    assert (tmp_path / "m" / "model.obj").is_file()
