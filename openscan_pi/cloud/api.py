@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import random
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -92,15 +94,18 @@ def snippet(text: str, limit: int = 80) -> str:
 class _CountedBody:
     """A request body with a known length, read from an iterator of chunks.
 
-    requests sends it with an explicit Content-Length (``__len__``), never chunked; while it is
-    sent, the Dropbox content hash of the bytes is computed and progress is reported.
+    requests sends it with an explicit Content-Length (``__len__``), never chunked. A reader
+    thread pulls the chunks (file reads, lazily computed CRCs) and computes the Dropbox content
+    hash a few chunks ahead of the socket, so that neither waits on the other; hashlib and
+    zlib release the GIL on large buffers.
     """
 
     def __init__(self, chunks: Iterable[bytes], length: int,
-                 progress: Callable[[int], None] | None) -> None:
+                 progress: Callable[[int], None] | None, depth: int = 4) -> None:
         self._chunks = chunks
         self._length = length
         self._progress = progress
+        self._depth = depth
         self.hasher = ContentHasher()
         self.sent = 0
 
@@ -108,12 +113,41 @@ class _CountedBody:
         return self._length
 
     def __iter__(self) -> Iterator[bytes]:
-        for chunk in self._chunks:
-            self.hasher.update(chunk)
-            self.sent += len(chunk)
-            yield chunk
-            if self._progress:
-                self._progress(len(chunk))
+        pipe: queue.Queue[bytes | BaseException | None] = queue.Queue(self._depth)
+        stop = threading.Event()
+
+        def put(item: bytes | BaseException | None) -> bool:
+            while not stop.is_set():
+                try:
+                    pipe.put(item, timeout=0.5)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def produce() -> None:
+            try:
+                for chunk in self._chunks:
+                    self.hasher.update(chunk)
+                    if not put(chunk):
+                        return
+                put(None)
+            except BaseException as exc:  # handed to the sending thread, raised there
+                put(exc)
+
+        reader = threading.Thread(target=produce, name="upload-reader", daemon=True)
+        reader.start()
+        try:
+            while (item := pipe.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                self.sent += len(item)
+                yield item
+                if self._progress:
+                    self._progress(len(item))
+        finally:
+            stop.set()
+            reader.join()
 
 
 class CloudAPI:

@@ -136,9 +136,12 @@ class Journal:
         self.data.update(fields)
         self.save()
 
-    def mark_part(self, index: int, content_hash: str) -> None:
-        """Record a confirmed part durably."""
+    def mark_part(self, index: int, content_hash: str,
+                  crc_cache: dict[str, dict[str, int]] | None = None) -> None:
+        """Record a confirmed part durably (with the CRCs known so far, when given)."""
         self.data["done"][str(index)] = content_hash
+        if crc_cache:
+            self.data["crc_cache"] = crc_cache
         self.save()
 
     def save(self) -> None:

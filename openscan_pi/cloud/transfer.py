@@ -210,6 +210,7 @@ class Transfer:
                                           "sending its parts again")
                 self._reset()
         self.journal.update(phase="uploaded")
+        self.src.close()
         self.emit("stage", text=f"all {len(self.ranges)} parts uploaded")
 
     def _preflight(self) -> None:
@@ -302,7 +303,7 @@ class Transfer:
             if server_hash != our_hash:
                 raise HashMismatch(f"part {index + 1}/{parts}: the server's content-hash "
                                    f"{server_hash[:12]}… differs from ours {our_hash[:12]}…")
-            self.journal.mark_part(index, our_hash)
+            self.journal.mark_part(index, our_hash, self.src.known_crcs())
             self.emit("part", part=index, parts=parts, hash=our_hash)
             return
 

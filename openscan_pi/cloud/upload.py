@@ -45,13 +45,15 @@ def prepare_upload(cfg: Config, path: Path, project: str | None = None, *,
         journal = Journal.find_open_for_source(data_dir, path)
         name = journal.project if journal else default_project_name(path)
 
+    # CRCs known from an earlier run are trusted (same size and mtime); the others are computed
+    # while the parts are sent, and kept in the journal as each part is confirmed.
     cache: dict[str, dict] = dict(journal.data.get("crc_cache") or {}) if journal else {}
-    source: Source | None = open_source(path, crc_cache=cache, progress=progress)
+    source: Source | None = open_source(path, crc_cache=cache, progress=progress, lazy=True)
     assert source is not None
     if journal is None:
         journal = Journal.create(data_dir, name, source=str(path), digest=source.digest,
                                  size=source.size, photos=source.photos,
-                                 part_size=cfg.cloud.max_part_bytes, crc_cache=cache)
+                                 part_size=cfg.cloud.max_part_bytes, crc_cache={})
     elif journal.data.get("digest") != source.digest:
         if not journal.reached("uploaded"):
             raise InputError(f"{path} changed since project {name} began uploading: restore it, "

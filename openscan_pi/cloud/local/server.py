@@ -28,7 +28,7 @@ from openscan_pi.cloud.local.photogrammetry import ContentHasher
 if TYPE_CHECKING:
     from openscan_pi.cloud.local.cloud import LocalCloud
 
-_CHUNK = 64 * 1024
+_CHUNK = 1024 * 1024  # big reads: the server must not set the pace of a benchmark
 _NOTIFY_EVERY = 1024 * 1024
 _LINGER_CAP = 256 * 1024 * 1024
 _HTML_502 = (
