@@ -58,6 +58,9 @@ class ProgressPrinter:
             print(text, file=self.stream, flush=True)
 
     def _on_stage(self, text: str) -> None:
+        for key, bar in list(self._bars.items()):  # a finished transfer's bar ends before the news
+            if bar.total and bar.n >= bar.total:
+                self._bars.pop(key).close()
         self._line(text)
 
     def _on_warning(self, text: str) -> None:

@@ -359,3 +359,12 @@ def test_local_cloud_url_runs_in_process(tmp_path: Path, image_set: Path) -> Non
     assert out.phase == "downloaded"
     assert (tmp_path / "m" / "model.obj").exists()
     assert (tmp_path / "data" / "local-cloud").is_dir()
+
+
+def test_status_and_queue_estimate(cfg: Config, cloud: LocalCloud) -> None:
+    api = CloudAPI(cfg.cloud)
+    assert api.server_status() == "online"
+    assert api.queue_estimate() == pytest.approx(0.3)  # processing_s with nothing queued
+    info = api.token_info()
+    assert (info.credit, info.limit_filesize, info.limit_photos) == (
+        TokenLimits().credit, TokenLimits().limit_filesize, TokenLimits().limit_photos)

@@ -211,7 +211,8 @@ class Transfer:
                 self._reset()
         self.journal.update(phase="uploaded")
         self.src.close()
-        self.emit("stage", text=f"all {len(self.ranges)} parts uploaded")
+        count = len(self.ranges)
+        self.emit("stage", text=f"{count} part{'s' if count != 1 else ''} uploaded")
 
     def _preflight(self) -> None:
         """Refuse before any upload when the token cannot take the set."""
