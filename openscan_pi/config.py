@@ -19,171 +19,31 @@ import dataclasses
 import os
 import types
 import typing
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import yaml
 
 from openscan_pi.errors import ConfigError
+from openscan_pi.schema import RIG_MODELS, Config
+
+__all__ = ["Config", "ConfigError", "SIMULATE_OVERRIDES", "find_config_file", "load_config"]
 
 SYSTEM_CONFIG = Path("/etc/openscan-pi/config.yaml")
-DEFAULT_DATA_DIR = "/var/lib/openscan-pi"
-DEFAULT_SOCKET = "/run/openscan-pi/openscan-pi.sock"
-RIG_MODELS = ("classic", "mini", "mini-v2", "midi", "simulated")
-
-Check = Callable[[Any], "str | None"]
-
-
-def _positive(value: float) -> str | None:
-    return None if value > 0 else f"{value} must be greater than 0"
-
-
-def _at_least(low: float) -> Check:
-    def check(value: float) -> str | None:
-        return None if value >= low else f"{value} must be at least {low}"
-
-    return check
-
-
-def _between(low: float, high: float) -> Check:
-    def check(value: float) -> str | None:
-        return None if low <= value <= high else f"{value} is out of range ({low}-{high})"
-
-    return check
-
-
-def _url(value: str) -> str | None:
-    if value == "local":
-        return None
-    parts = urlsplit(value)
-    if parts.scheme in ("http", "https") and parts.hostname:
-        return None
-    return f"{value!r} is not an http(s) URL or 'local'"
-
-
-def _not_empty(value: str) -> str | None:
-    return None if value.strip() else "must not be empty"
-
-
-def _absolute(value: str) -> str | None:
-    return None if value.startswith(("/", "~")) else f"{value!r} must be an absolute path"
-
-
-def _resolution(value: tuple[int, ...]) -> str | None:
-    if len(value) != 2:
-        return "expected [width, height]"
-    if not all(64 <= v <= 20000 for v in value):
-        return f"{list(value)} is not a sensible resolution (each side 64-20000 pixels)"
-    return None
-
-
-def _field(check: Check | None = None) -> Any:
-    return field(metadata={"check": check} if check else {})
-
-
-@dataclass(frozen=True)
-class LocalCloudConfig:
-    """Settings of the bundled local cloud (``cloud.url: local``)."""
-
-    processing_s: float = _field(_at_least(0))
-
-
-@dataclass(frozen=True)
-class CloudConfig:
-    """``cloud.*``: the OpenScan Cloud API and how patiently to talk to it."""
-
-    url: str = _field(_url)
-    token: str = _field()
-    user: str = _field()
-    password: str = _field()
-    max_part_bytes: int = _field(_between(4096, 200_000_000))
-    poll_interval_s: float = _field(_positive)
-    poll_max_interval_s: float = _field(_positive)
-    connect_timeout_s: float = _field(_positive)
-    read_timeout_s: float = _field(_positive)
-    retries: int = _field(_between(0, 100))
-    backoff_s: float = _field(_between(0, 60))
-    max_offline_s: float = _field(_at_least(0))
-    link_margin_s: float = _field(_between(0, 3 * 3600))
-    max_model_bytes: int = _field(_positive)
-    local: LocalCloudConfig = _field()
-
-    @property
-    def is_local(self) -> bool:
-        """True when the bundled local cloud is used."""
-        return self.url == "local"
-
-
-@dataclass(frozen=True)
-class DaemonConfig:
-    """``daemon.*``: where the daemon listens and keeps its data."""
-
-    socket: str = _field(_absolute)
-    data_dir: str = _field(_absolute)
-
-
-@dataclass(frozen=True)
-class RigConfig:
-    """``rig.*``: the scanner hardware."""
-
-    model: Literal["classic", "mini", "mini-v2", "midi", "simulated"] = _field()
-
-
-@dataclass(frozen=True)
-class CameraConfig:
-    """``camera.*``: still capture settings."""
-
-    resolution: tuple[int, ...] = _field(_resolution)
-
-
-@dataclass(frozen=True)
-class Config:
-    """The whole validated configuration."""
-
-    cloud: CloudConfig
-    daemon: DaemonConfig
-    rig: RigConfig
-    camera: CameraConfig
-    #: Where the values came from: the file read on top of the defaults, or None.
-    source: str | None = field(default=None, compare=False)
-
-    @property
-    def data_dir(self) -> Path:
-        """``daemon.data_dir``, or ``~/.local/share/openscan-pi`` for a user who cannot write the default."""
-        configured = Path(self.daemon.data_dir).expanduser()
-        if self.daemon.data_dir == DEFAULT_DATA_DIR and not _writable(configured):
-            base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-            return Path(base) / "openscan-pi"
-        return configured
-
-    @property
-    def socket_path(self) -> Path:
-        """``daemon.socket``, or ``$XDG_RUNTIME_DIR/openscan-pi/openscan-pi.sock`` for a user
-        who cannot create the default."""
-        configured = Path(self.daemon.socket).expanduser()
-        runtime = os.environ.get("XDG_RUNTIME_DIR")
-        if self.daemon.socket == DEFAULT_SOCKET and runtime and not _writable(configured.parent):
-            return Path(runtime) / "openscan-pi" / "openscan-pi.sock"
-        return configured
-
-
-def _writable(path: Path) -> bool:
-    """True when ``path`` exists and is writable, or could be created by this user."""
-    probe = path
-    while not probe.exists():
-        if probe.parent == probe:
-            return False
-        probe = probe.parent
-    return os.access(probe, os.W_OK | os.X_OK)
+ENABLE_PINS = ("rig.rotor.enable_pin", "rig.turntable.enable_pin")
 
 
 def default_config_text() -> str:
     """The annotated defaults file shipped inside the package."""
     return resources.files("openscan_pi").joinpath("data/openscan-pi.yaml").read_text("utf-8")
+
+
+def profiles() -> dict[str, Any]:
+    """The shipped rig profiles, by model name."""
+    text = resources.files("openscan_pi").joinpath("data/profiles.yaml").read_text("utf-8")
+    return _parse_yaml(text, "rig profiles")
 
 
 def _parse_yaml(text: str, origin: str) -> dict[str, Any]:
@@ -327,8 +187,56 @@ def load_config(path: str | os.PathLike[str] | None = None, *,
     token = env.get("OPENSCAN_PI_TOKEN")
     if token and isinstance(data.get("cloud"), dict):
         data["cloud"]["token"] = token
+    rig = data.get("rig")
+    if isinstance(rig, dict) and rig.get("model") in RIG_MODELS:
+        # The profile first, then whatever the files say about the rig.
+        data["rig"] = _merge(profiles()[rig["model"]], rig)
     cfg = _build(Config, data, "")
+    _check_rig(cfg)
     return dataclasses.replace(cfg, source=str(chosen) if chosen else None)
+
+
+def _check_rig(cfg: Config) -> None:
+    """Checks that span several keys: pins used once, limits that make sense."""
+    rig = cfg.rig
+    pins: list[tuple[str, int | None]] = []
+    for axis in ("rotor", "turntable"):
+        a = getattr(rig, axis)
+        pins += [(f"rig.{axis}.step_pin", a.step_pin), (f"rig.{axis}.dir_pin", a.dir_pin),
+                 (f"rig.{axis}.enable_pin", a.enable_pin)]
+        if (a.min_angle is None) != (a.max_angle is None):
+            raise ConfigError(f"rig.{axis}: set both min_angle and max_angle, or neither")
+        if a.min_angle is not None and a.max_angle is not None:
+            if a.min_angle >= a.max_angle:
+                raise ConfigError(f"rig.{axis}.min_angle: {a.min_angle} must be below "
+                                  f"max_angle ({a.max_angle})")
+            if not a.min_angle <= a.start_angle <= a.max_angle:
+                raise ConfigError(f"rig.{axis}.start_angle: {a.start_angle} is outside "
+                                  f"{a.min_angle}..{a.max_angle}")
+    if rig.rotor.min_angle is None:
+        raise ConfigError("rig.rotor: min_angle and max_angle are needed (the rotor has limits)")
+    pins += [(f"rig.light.pins[{i}]", p) for i, p in enumerate(rig.light.pins)]
+    pins += [("rig.endstop.pin", rig.endstop.pin), ("rig.trigger.pin", rig.trigger.pin)]
+    seen: dict[int, str] = {}
+    for key, pin in pins:
+        if pin is None:
+            continue
+        other = seen.get(pin)
+        if other is not None and not (key in ENABLE_PINS and other in ENABLE_PINS):
+            raise ConfigError(f"{key}: GPIO {pin} is already {other} (only the two enable_pin "
+                              "keys may share a pin)")
+        seen.setdefault(pin, key)
+    plan = cfg.plan
+    if plan.rotor_min >= plan.rotor_max:
+        raise ConfigError(f"plan.rotor_min: {plan.rotor_min} must be below plan.rotor_max "
+                          f"({plan.rotor_max})")
+    low, high = rig.rotor.min_angle, rig.rotor.max_angle
+    assert low is not None and high is not None
+    for key, value in (("rotor_min", plan.rotor_min), ("rotor_max", plan.rotor_max),
+                       ("rotor_fixed", plan.rotor_fixed)):
+        if not low <= value <= high:
+            raise ConfigError(f"plan.{key}: {value} is outside the rotor's limits "
+                              f"(rig.rotor.min_angle {low} .. max_angle {high})")
 
 
 SIMULATE_OVERRIDES: dict[str, Any] = {"rig": {"model": "simulated"}, "cloud": {"url": "local"}}
