@@ -1,0 +1,1 @@
+"""The rig: stepper axes, light, trigger, camera; real hardware or simulated."""
