@@ -40,7 +40,7 @@ from openscan_pi.cloud.errors import (
     Unreachable,
     mask,
 )
-from openscan_pi.config import CloudConfig
+from openscan_pi.schema import CloudConfig
 
 log = logging.getLogger(__name__)
 
