@@ -26,6 +26,9 @@ else the built-in defaults (see config/openscan-pi.yaml). $OPENSCAN_PI_TOKEN ove
 cloud.token.
 
 examples:
+  openscan-pi plan --positions 100
+  openscan-pi move --rotor 30 --turntable 90
+  openscan-pi capture /tmp/test.jpg --simulate
   openscan-pi upload ~/scans/vase --wait --out ~/models/vase
   openscan-pi token
   openscan-pi download vase-1700000000000.zip --out ~/models/vase
@@ -93,7 +96,84 @@ def build_parser() -> argparse.ArgumentParser:
                          "be empty")
     _add_common(dl)
     dl.set_defaults(handler="cloud.download")
+    _add_rig_commands(sub)
     return parser
+
+
+def _add_rig_commands(sub: argparse._SubParsersAction) -> None:
+    """``plan``, ``move``, ``home``, ``light``, ``capture``, ``calibrate``."""
+    raw = argparse.RawDescriptionHelpFormatter
+    pl = sub.add_parser(
+        "plan", help="show the camera positions a scan of N would visit",
+        description="The camera positions a scan of N positions would visit, in capture order: "
+                    "a Fibonacci lattice over the rotor band plan.rotor_min..plan.rotor_max "
+                    "(even coverage), ordered to need the least motor time. Rotor 0 = camera "
+                    "level with the object, +90 = above.",
+        formatter_class=raw,
+        epilog="examples:\n  openscan-pi plan --positions 100\n"
+               "  openscan-pi plan --positions 40 --json | jq '.[0]'\n")
+    pl.add_argument("--positions", type=int, required=True, metavar="N",
+                    help="number of camera positions")
+    _add_common(pl)
+    pl.set_defaults(handler="rig.plan")
+
+    mv = sub.add_parser(
+        "move", help="turn the rotor and/or the turntable to an angle",
+        description="Move the rotor (elevation, degrees: 0 = level, +90 = above) and/or the "
+                    "turntable (degrees; it takes the shortest way round). Both move at once.",
+        formatter_class=raw, epilog="example:\n  openscan-pi move --rotor 30 --turntable 90\n")
+    mv.add_argument("--rotor", type=float, metavar="DEG", help="rotor elevation in degrees")
+    mv.add_argument("--turntable", type=float, metavar="DEG", help="turntable angle in degrees")
+    _add_common(mv)
+    mv.set_defaults(handler="rig.move")
+
+    hm = sub.add_parser(
+        "home", help="find the rotor's endstop and set its angle",
+        description="Move the rotor toward its endstop until it triggers, set the angle "
+                    "rig.endstop.angle, and back off. Without an endstop the rotor's start "
+                    "angle comes from rig.rotor.start_angle; nothing moves.")
+    _add_common(hm)
+    hm.set_defaults(handler="rig.home")
+
+    li = sub.add_parser("light", help="switch the ring light on or off",
+                        description="Switch both ring-light channels on (at --brightness where "
+                                    "the light is PWM-dimmed) or off.")
+    li.add_argument("state", choices=("on", "off"))
+    li.add_argument("--brightness", type=float, metavar="0..1",
+                    help="brightness for PWM lights (default rig.light.brightness)")
+    _add_common(li)
+    li.set_defaults(handler="rig.light")
+
+    cp = sub.add_parser(
+        "capture", help="take one photo at the current position",
+        description="Take one photo with the configured camera (settings from camera.*) at the "
+                    "rig's current position and save it as a JPEG with EXIF (rig angles).",
+        formatter_class=raw, epilog="example:\n  openscan-pi capture /tmp/test.jpg\n")
+    cp.add_argument("file", metavar="FILE", help="where to save the JPEG")
+    cp.add_argument("--lens-position", type=float, metavar="DIOPTRES",
+                    help="manual focus for this photo (default: camera.focus)")
+    _add_common(cp)
+    cp.set_defaults(handler="rig.capture")
+
+    cal = sub.add_parser(
+        "calibrate", help="measure an axis's steps per revolution",
+        description="Step 1: `openscan-pi calibrate AXIS` turns the axis by --degrees using the "
+                    "configured steps_per_rev (mark its start first). Step 2: measure how far it "
+                    "really turned and run `openscan-pi calibrate AXIS --degrees D --measured M "
+                    "--write`: steps_per_rev becomes old × D / M and is written to the config "
+                    "file in use (or /etc/openscan-pi/config.yaml; a .bak copy is kept).",
+        formatter_class=raw,
+        epilog="example:\n  openscan-pi calibrate turntable --degrees 360\n"
+               "  openscan-pi calibrate turntable --degrees 360 --measured 352.5 --write\n")
+    cal.add_argument("axis", choices=("rotor", "turntable"))
+    cal.add_argument("--degrees", type=float, metavar="D",
+                     help="how far to turn (default: 360 for the turntable, 90 for the rotor)")
+    cal.add_argument("--measured", type=float, metavar="M",
+                     help="how far it really turned, in degrees (computes the new value)")
+    cal.add_argument("--write", action="store_true",
+                     help="save the new steps_per_rev into the config file")
+    _add_common(cal)
+    cal.set_defaults(handler="rig.calibrate")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
