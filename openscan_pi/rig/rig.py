@@ -1,0 +1,189 @@
+"""The rig assembled from the configuration: two axes, ring light, trigger, camera.
+
+``rig.model: simulated`` runs the very same stepper, motion, light and camera code on gpiozero's
+``MockFactory`` pins (with a simulated endstop and the simulated camera), only faster than real
+time by ``rig.sim_time_scale``. On a Pi the pins come from gpiozero's default factory (lgpio) and
+the STEP trains from lgpio's own thread (``rig.step_backend``).
+
+Example::
+
+    with Rig(cfg) as rig:
+        rig.move(rotor=30, turntable=90)
+        shot = rig.capture(Path("/tmp/a.jpg"))
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from openscan_pi.config import Config
+from openscan_pi.rig.camera import Camera, Shot, make_camera
+from openscan_pi.rig.errors import RigError
+from openscan_pi.rig.state import load_position, save_position
+
+
+def _pin_factory(simulated: bool) -> Any:
+    """MockFactory (with PWM-capable pins) for the simulated rig; None = gpiozero's default."""
+    if not simulated:
+        return None
+    from gpiozero.pins.mock import MockFactory, MockPWMPin
+
+    return MockFactory(pin_class=MockPWMPin)
+
+
+class SimulatedEndstop:
+    """Closes the simulated endstop's pin when the rotor reaches (or passes) its angle."""
+
+    def __init__(self, rig: Rig) -> None:
+        self.rig = rig
+
+    def update(self) -> None:
+        """Drive the endstop pin to match the rotor's current angle."""
+        cfg = self.rig.cfg.rig.endstop
+        if cfg.pin is None:
+            return
+        pin = self.rig.pin_factory.pin(cfg.pin)
+        beyond = (self.rig.rotor.angle - cfg.angle) * cfg.direction >= -1e-9
+        closed = pin.drive_low if cfg.pull_up else pin.drive_high
+        opened = pin.drive_high if cfg.pull_up else pin.drive_low
+        (closed if beyond else opened)()
+
+
+class Rig:
+    """The scanner's hardware, built from ``cfg`` (use as a context manager, or ``close()``)."""
+
+    def __init__(self, cfg: Config, *, pin_factory: Any = None,
+                 camera: Camera | None | bool = None) -> None:
+        from openscan_pi.rig.backends import make_backend
+        from openscan_pi.rig.light import RingLight
+        from openscan_pi.rig.stepper import Axis, Motion, SharedEnable
+        from openscan_pi.rig.trigger import CameraTrigger
+
+        self.cfg = cfg
+        rig = cfg.rig
+        self.simulated = rig.model == "simulated"
+        self.time_scale = rig.sim_time_scale if self.simulated else 1.0
+        self.pin_factory = pin_factory if pin_factory is not None else _pin_factory(self.simulated)
+        self._closers: list[Any] = []
+        self.cancel = threading.Event()
+        try:
+            pf = self.pin_factory
+            kind = "python" if self.simulated else rig.step_backend
+            enables: dict[int, SharedEnable] = {}
+
+            def enable_for(pin: int | None) -> SharedEnable | None:
+                if pin is None:
+                    return None
+                if pin not in enables:
+                    enables[pin] = SharedEnable(pin, idle_disable_s=rig.idle_disable_s,
+                                                pin_factory=pf)
+                    self._closers.append(enables[pin])
+                return enables[pin]
+
+            axes = []
+            for name, axis_cfg, wrap in (("rotor", rig.rotor, False),
+                                         ("turntable", rig.turntable, True)):
+                backend = make_backend(kind, axis_cfg.step_pin, pin_factory=pf)
+                axis = Axis(name, axis_cfg, pin_factory=pf, backend=backend,
+                            enable=enable_for(axis_cfg.enable_pin), wrap=wrap)
+                self._closers.append(axis)
+                axes.append(axis)
+            self.rotor, self.turntable = axes
+            self.motion = Motion(self.rotor, self.turntable)
+            saved = load_position(cfg.data_dir, rig)
+            if saved is not None:
+                self.rotor.position, self.turntable.position = saved
+            self.light = RingLight(rig.light, pin_factory=pf)
+            self._closers.append(self.light)
+            self.trigger = (CameraTrigger(rig.trigger, pin_factory=pf)
+                            if rig.trigger.pin is not None else None)
+            if self.trigger is not None:
+                self._closers.append(self.trigger)
+            self.endstop = SimulatedEndstop(self) if self.simulated else None
+            if self.endstop:
+                self.endstop.update()
+            self.camera: Camera | None = None
+            self._camera_started = False
+            if camera is None or camera is True:
+                self.camera = make_camera(cfg.camera, rig_model=rig.model, trigger=self.trigger)
+            elif camera is not False:
+                self.camera = camera
+        except BaseException:
+            self.close()
+            raise
+
+    # -- motion -----------------------------------------------------------------------------------
+
+    def angles(self) -> tuple[float, float]:
+        """(rotor elevation, turntable angle in [0, 360)) in degrees."""
+        return self.rotor.angle, self.turntable.angle % 360.0
+
+    def _save(self) -> None:
+        save_position(self.cfg.data_dir, self.cfg.rig, self.rotor.position, self.turntable.position)
+
+    def move(self, *, rotor: float | None = None, turntable: float | None = None) -> None:
+        """Move both axes at once; the position is saved even when the move is cut short."""
+        try:
+            self.motion.move(rotor, turntable, cancel=self.cancel, time_scale=self.time_scale)
+        finally:
+            self._save()
+            if self.endstop:
+                self.endstop.update()
+            if self.simulated:
+                self.motion.clear_pin_history()  # MockPin histories would grow without bound
+
+    def turn_by(self, axis: str, degrees: float) -> None:
+        """Turn one axis by ``degrees`` (calibration: the turntable may go round more than once)."""
+        target: Any = getattr(self, axis)
+        steps = round(degrees * target.cfg.steps_per_rev / 360.0)
+        try:
+            target.move_by_steps(steps, cancel=self.cancel, time_scale=self.time_scale)
+        finally:
+            self._save()
+
+    def home(self) -> str:
+        """Home the rotor on its endstop (or say why not); returns what happened."""
+        from openscan_pi.rig.stepper import home
+
+        try:
+            message = home(self.rotor, self.cfg.rig.endstop, pin_factory=self.pin_factory,
+                           cancel=self.cancel, time_scale=self.time_scale,
+                           on_step=self.endstop.update if self.endstop else None)
+        finally:
+            self._save()
+        return message
+
+    # -- camera -----------------------------------------------------------------------------------
+
+    def capture(self, path: Path, *, index: int = 0, lens_position: float | None = None) -> Shot:
+        """One photo at the current position, with the light on."""
+        if self.camera is None:
+            raise RigError("this rig was opened without a camera")
+        if not self._camera_started:
+            self.camera.start()
+            self._camera_started = True
+        self.light.on()
+        rotor, turntable = self.angles()
+        return self.camera.capture(path, rotor=rotor, turntable=turntable, index=index,
+                                   lens_position=lens_position)
+
+    # -- life -------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop, switch off, release every pin (in reverse order of opening)."""
+        self.cancel.set()
+        if getattr(self, "camera", None) is not None:
+            self.camera.close()  # type: ignore[union-attr]
+        for item in reversed(self._closers):
+            item.close()
+        self._closers.clear()
+
+    def __enter__(self) -> Rig:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
