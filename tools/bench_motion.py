@@ -193,6 +193,26 @@ lgpio design (on paper; there is no Raspberry Pi here):
 """
 
 
+def planner_table(counts: tuple[int, ...] = (50, 100, 200)) -> str:
+    """Motion time of the planner's order against index order, per rig profile, from the start."""
+    from openscan_pi.config import load_config
+    from openscan_pi.plan import make_plan
+    from openscan_pi.rig.estimate import rig_time_fn
+
+    rows = ["| profile | N | index order s | planned order s | planned / index | planning s |",
+            "| --- | --- | --- | --- | --- | --- |"]
+    for model in ("classic", "mini", "mini-v2", "midi"):
+        cfg = load_config(env={}, overrides={"rig": {"model": model}})
+        start = (cfg.rig.rotor.start_angle, cfg.rig.turntable.start_angle)
+        for n in counts:
+            began = time.perf_counter()
+            plan = make_plan(n, cfg.plan, rig_time_fn(cfg.rig), start)
+            took = time.perf_counter() - began
+            rows.append(f"| {model} | {n} | {plan.index_order_time_s:.1f} | {plan.motion_time_s:.1f} | "
+                        f"{plan.motion_time_s / plan.index_order_time_s:.3f} | {took:.2f} |")
+    return "\n".join(rows)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20_000)
@@ -216,6 +236,8 @@ def main() -> int:
               f"worst p99 interval error {worst.p99_interval_us:.1f} µs (target <= 100): "
               f"{'met' if ok else 'MISSED'}")
     print("\n" + LGPIO_NOTE)
+    print("\nPlanner: estimated motion time of the planned order against lattice (index) order\n")
+    print(planner_table())
     print(f"benchmark took {time.monotonic() - started:.0f} s")
     return 0
 
