@@ -104,3 +104,14 @@ def test_move_beyond_the_rotor_limit_is_refused(sim_config: Path) -> None:
     assert proc.returncode == 1
     assert "85" in proc.stderr and "rig.rotor.max_angle" in proc.stderr
     assert proc.stderr.count("\n") == 1
+
+
+@pytest.mark.skipif(Path("/proc/device-tree/model").exists(), reason="this machine has GPIO")
+def test_real_rig_without_gpio_is_one_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"daemon: {{data_dir: {tmp_path / 'data'}}}\n")
+    proc = run_cli("--config", str(cfg), "move", "--rotor", "10")
+    assert proc.returncode == 1
+    assert proc.stderr == ("openscan-pi: no GPIO here: gpiozero found no pin factory (on a Raspberry "
+                           "Pi: apt install python3-lgpio; elsewhere: --simulate or rig.model: "
+                           "simulated)\n")

@@ -15,9 +15,12 @@ Example::
 from __future__ import annotations
 
 import threading
+import warnings
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from gpiozero.exc import GPIOZeroError
 
 from openscan_pi.config import Config
 from openscan_pi.rig.camera import Camera, Shot, make_camera
@@ -26,12 +29,23 @@ from openscan_pi.rig.state import load_position, save_position
 
 
 def _pin_factory(simulated: bool) -> Any:
-    """MockFactory (with PWM-capable pins) for the simulated rig; None = gpiozero's default."""
-    if not simulated:
-        return None
-    from gpiozero.pins.mock import MockFactory, MockPWMPin
+    """MockFactory (with PWM-capable pins) for the simulated rig, else gpiozero's default (lgpio
+    on a Pi); a machine without GPIO gets a one-line RigError instead of gpiozero's traceback."""
+    if simulated:
+        from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-    return MockFactory(pin_class=MockPWMPin)
+        return MockFactory(pin_class=MockPWMPin)
+    from gpiozero import Device
+    from gpiozero.exc import BadPinFactory, PinFactoryFallback
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PinFactoryFallback)
+        try:
+            return Device.ensure_pin_factory()
+        except BadPinFactory:
+            raise RigError("no GPIO here: gpiozero found no pin factory (on a Raspberry Pi: "
+                           "apt install python3-lgpio; elsewhere: --simulate or rig.model: "
+                           "simulated)") from None
 
 
 class SimulatedEndstop:
@@ -111,6 +125,10 @@ class Rig:
                 self.camera = make_camera(cfg.camera, rig_model=rig.model, trigger=self.trigger)
             elif camera is not False:
                 self.camera = camera
+        except GPIOZeroError as exc:
+            self.close()
+            raise RigError(f"GPIO: {exc} (is another program, or the daemon, using the pins?)"
+                           ) from None
         except BaseException:
             self.close()
             raise
