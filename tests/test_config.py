@@ -161,3 +161,41 @@ def test_help_teaches() -> None:
     proc = run_cli("upload", "--help")
     assert proc.returncode == 0
     assert "continues where it stopped" in proc.stdout
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("rig:\n  rotor:\n    step_pin: 41\n", "config: rig.rotor.step_pin: 41 is not a GPIO number (0-27)"),
+    ("rig:\n  turntable:\n    step_pin: 6\n",
+     "config: rig.turntable.step_pin: GPIO 6 is already rig.rotor.step_pin (only the two enable_pin "
+     "keys may share a pin)"),
+    ("rig:\n  light:\n    pins: [17, 5]\n", "config: rig.light.pins[1]: GPIO 5 is already rig.rotor.dir_pin"),
+    ("rig:\n  rotor:\n    min_angle: 50\n    max_angle: 40\n",
+     "config: rig.rotor.min_angle: 50.0 must be below max_angle (40.0)"),
+    ("rig:\n  rotor:\n    max_angle: null\n", "config: rig.rotor: set both min_angle and max_angle"),
+    ("rig:\n  rotor:\n    max_speed: 0\n", "config: rig.rotor.max_speed: 0.0 is out of range"),
+    ("rig:\n  endstop:\n    direction: 2\n", "config: rig.endstop.direction: 2 must be -1 or 1"),
+    ("plan:\n  rotor_max: 85\n",
+     "config: plan.rotor_max: 85.0 is outside the rotor's limits (rig.rotor.min_angle -40.0 .. "
+     "max_angle 80.0)"),
+    ("plan:\n  rotor_min: 50\n  rotor_max: 20\n", "config: plan.rotor_min: 50.0 must be below"),
+    ("camera:\n  focus:\n    stack_range: [1]\n", "config: camera.focus.stack_range: expected a list of two"),
+    ("camera:\n  backend: webcam\n", "config: camera.backend: expected one of auto, picamera2"),
+])
+def test_rig_and_camera_values_name_the_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), env={})
+    assert message in str(info.value)
+
+
+def test_profiles_and_overrides(tmp_path: Path) -> None:
+    mini = load_config(write(tmp_path, "rig:\n  model: mini\n  rotor:\n    steps_per_rev: 48000\n"),
+                       env={})
+    assert mini.rig.rotor.steps_per_rev == 48000  # the override
+    assert mini.rig.turntable.steps_per_rev == 3200  # the profile
+    assert (mini.rig.rotor.step_pin, mini.rig.rotor.enable_pin) == (6, None)
+    v2 = load_config(write(tmp_path, "rig:\n  model: mini-v2\n"), env={})
+    # Blackshield: the drivers share one enable pin, which the pin check allows
+    assert v2.rig.rotor.enable_pin == v2.rig.turntable.enable_pin == 22
+    assert v2.rig.endstop.pin == 17 and v2.rig.turntable.steps_per_rev == 800
+    midi = load_config(write(tmp_path, "rig:\n  model: midi\n"), env={})
+    assert midi.rig.rotor.steps_per_rev == 61440
