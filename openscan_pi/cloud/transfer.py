@@ -329,6 +329,8 @@ class Transfer:
     def poll(self) -> None:
         """getProjectInfo until the model is ready; back off while nothing changes."""
         base = self.cfg.cloud.poll_interval_s
+        if self.cfg.cloud.is_local:  # the local cloud is quick: do not sit out a 30 s poll
+            base = min(base, max(0.2, self.cfg.cloud.local.processing_s / 5))
         interval = base
         last = self.journal.data.get("status")
         patience = _Patience(self)
