@@ -26,6 +26,7 @@ else the built-in defaults (see config/openscan-pi.yaml). $OPENSCAN_PI_TOKEN ove
 cloud.token.
 
 examples:
+  openscan-pi scan --positions 100 --simulate
   openscan-pi plan --positions 100
   openscan-pi move --rotor 30 --turntable 90
   openscan-pi capture /tmp/test.jpg --simulate
@@ -96,8 +97,42 @@ def build_parser() -> argparse.ArgumentParser:
                          "be empty")
     _add_common(dl)
     dl.set_defaults(handler="cloud.download")
+    _add_job_commands(sub)
     _add_rig_commands(sub)
     return parser
+
+
+def _add_job_commands(sub: argparse._SubParsersAction) -> None:
+    """``scan``, ``jobs``, ``retry`` (in this process until the daemon runs them)."""
+    sc = sub.add_parser(
+        "scan", help="a whole scan: capture, upload, process, download the model",
+        description="Capture N positions (see `plan`), upload the set to the OpenScan Cloud, wait "
+                    "for the model and download it into the job's folder under daemon.data_dir. "
+                    "Every image and step is on disk before it is reported: after Ctrl-C, a crash "
+                    "or a power cut, `openscan-pi retry JOB` continues where it stopped.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  openscan-pi scan --positions 100 --simulate\n"
+               "  openscan-pi scan --positions 60 --project vase.zip\n")
+    sc.add_argument("--positions", type=int, required=True, metavar="N",
+                    help="number of camera positions")
+    sc.add_argument("--project", metavar="NAME", help="cloud project name (default: "
+                    "openscan-<epoch ms>.zip)")
+    sc.add_argument("--wait", action="store_true",
+                    help="follow the job to its end (a scan in this process always does)")
+    _add_common(sc)
+    sc.set_defaults(handler="jobs.scan")
+
+    jb = sub.add_parser("jobs", help="list the jobs and their states",
+                        description="Every job under daemon.data_dir/jobs with its state.")
+    _add_common(jb, simulate=False)
+    jb.set_defaults(handler="jobs.jobs")
+
+    rt = sub.add_parser("retry", help="continue a failed or interrupted job",
+                        description="Continue a job from its last durable step: scanning at the "
+                                    "first missing position, uploading from its journal, ...")
+    rt.add_argument("job", metavar="JOB", help="the job id (see `openscan-pi jobs`)")
+    _add_common(rt)
+    rt.set_defaults(handler="jobs.retry")
 
 
 def _add_rig_commands(sub: argparse._SubParsersAction) -> None:

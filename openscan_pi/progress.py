@@ -2,7 +2,8 @@
 
 Events come from :class:`openscan_pi.cloud.transfer.Transfer` as ``emit(event, **fields)``:
 ``stage`` (text), ``warning`` (text), ``upload`` (part, parts, part_done, part_size, done, total),
-``part`` (part, parts), ``status`` (project, status), ``download`` (done, total), ``crc`` (done, total).
+``part`` (part, parts), ``status`` (project, status), ``download`` (done, total), ``crc`` (done, total),
+``scan`` (done, total: positions captured).
 """
 
 from __future__ import annotations
@@ -125,6 +126,25 @@ class ProgressPrinter:
         self._part = None
         if part + 1 == parts and "all" in self._bars:
             self._bars.pop("all").close()
+
+    def _on_scan(self, done: int, total: int) -> None:
+        if self.mode != "tty":
+            self._plain_count("scanning", done, total)
+            return
+        bar = self._bars.get("scan")
+        if bar is None:
+            bar = tqdm(total=total, desc="scan", unit="pos", file=self.stream, position=0,
+                       leave=True, dynamic_ncols=True, mininterval=0.2)
+            self._bars["scan"] = bar
+        bar.update(done - bar.n)
+        if done >= total:
+            self._bars.pop("scan").close()
+
+    def _plain_count(self, what: str, done: int, total: int) -> None:
+        tenth = done * 10 // max(total, 1)
+        if tenth != self._last_line[0] or done == total:
+            self._last_line = (tenth, time.monotonic())
+            self._line(f"{what}: {done}/{total} positions")
 
     def _on_download(self, done: int, total: int | None) -> None:
         if self.mode == "tty":

@@ -70,7 +70,8 @@ class Rig:
     """The scanner's hardware, built from ``cfg`` (use as a context manager, or ``close()``)."""
 
     def __init__(self, cfg: Config, *, pin_factory: Any = None,
-                 camera: Camera | None | bool = None) -> None:
+                 camera: Camera | None | bool = None,
+                 cancel: threading.Event | None = None) -> None:
         from openscan_pi.rig.backends import make_backend
         from openscan_pi.rig.light import RingLight
         from openscan_pi.rig.stepper import Axis, Motion, SharedEnable
@@ -82,7 +83,8 @@ class Rig:
         self.time_scale = rig.sim_time_scale if self.simulated else 1.0
         self.pin_factory = pin_factory if pin_factory is not None else _pin_factory(self.simulated)
         self._closers: list[Any] = []
-        self.cancel = threading.Event()
+        self._own_cancel = cancel is None
+        self.cancel = cancel if cancel is not None else threading.Event()
         try:
             pf = self.pin_factory
             kind = "python" if self.simulated else rig.step_backend
@@ -121,6 +123,7 @@ class Rig:
                 self.endstop.update()
             self.camera: Camera | None = None
             self._camera_started = False
+            self._camera_info: dict[str, Any] = {}
             if camera is None or camera is True:
                 self.camera = make_camera(cfg.camera, rig_model=rig.model, trigger=self.trigger)
             elif camera is not False:
@@ -176,13 +179,21 @@ class Rig:
 
     # -- camera -----------------------------------------------------------------------------------
 
-    def capture(self, path: Path, *, index: int = 0, lens_position: float | None = None) -> Shot:
-        """One photo at the current position, with the light on."""
+    def start_camera(self) -> dict[str, Any]:
+        """Open and settle the camera (once); returns what it says about itself."""
         if self.camera is None:
             raise RigError("this rig was opened without a camera")
         if not self._camera_started:
-            self.camera.start()
+            self.light.on()  # settle exposure and colour under the scan's light
+            self._camera_info = self.camera.start()
             self._camera_started = True
+        return self._camera_info
+
+    def capture(self, path: Path, *, index: int = 0, lens_position: float | None = None) -> Shot:
+        """One photo at the current position, with the light on."""
+        self.start_camera()
+        if self.camera is None:
+            raise RigError("this rig was opened without a camera")
         self.light.on()
         rotor, turntable = self.angles()
         return self.camera.capture(path, rotor=rotor, turntable=turntable, index=index,
@@ -192,7 +203,8 @@ class Rig:
 
     def close(self) -> None:
         """Stop, switch off, release every pin (in reverse order of opening)."""
-        self.cancel.set()
+        if self._own_cancel:
+            self.cancel.set()
         if getattr(self, "camera", None) is not None:
             self.camera.close()  # type: ignore[union-attr]
         for item in reversed(self._closers):

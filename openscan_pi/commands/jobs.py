@@ -1,0 +1,80 @@
+"""Handlers of ``scan``, ``jobs`` and ``retry``, run in this process (the daemon comes later)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from openscan_pi.commands.common import emit_json
+from openscan_pi.config import Config
+from openscan_pi.errors import InputError, UserError
+from openscan_pi.jobs.store import Job, JobStore
+
+
+def _run(cfg: Config, job: Job, json_output: bool) -> int:
+    from openscan_pi.jobs.runner import JobRunner
+    from openscan_pi.progress import ProgressPrinter
+
+    printer = ProgressPrinter.for_stream(json_output)
+    if not json_output:
+        print(f"job {job.id}: {job.data['positions']} positions, project {job.data['project']}",
+              file=sys.stderr)
+    try:
+        JobRunner(cfg, job, events=printer).run()
+    except UserError as exc:
+        printer.close()
+        if json_output:
+            emit_json(job.public())
+        raise UserError(f"{exc} (job {job.id} keeps its images: `openscan-pi retry {job.id}` "
+                        "continues it)") from None
+    except KeyboardInterrupt:
+        printer.close()
+        raise UserError(f"interrupted: `openscan-pi retry {job.id}` continues job {job.id} where "
+                        "it stopped") from None
+    printer.close()
+    if json_output:
+        emit_json(job.public())
+    else:
+        took = time.time() - float(job.data["created"])
+        print(f"model of {job.data['project']}: {job.data['model_dir']} ({took:.0f} s)")
+    return 0
+
+
+def scan(args: argparse.Namespace, cfg: Config) -> int:
+    """``scan --positions N``: a whole scan to a model on disk, in this process."""
+    from openscan_pi.cloud.journal import Journal, sanitize_project
+
+    if args.positions < 1:
+        raise InputError("--positions must be at least 1")
+    project = sanitize_project(args.project) if args.project else None
+    if project and Journal.find(cfg.data_dir, project):
+        raise InputError(f"project {project} exists already: choose another --project")
+    job = JobStore(cfg.data_dir).create(positions=args.positions, project=project,
+                                        stack=cfg.camera.focus.stack)
+    return _run(cfg, job, args.json)
+
+
+def retry(args: argparse.Namespace, cfg: Config) -> int:
+    """``retry JOB``: continue a failed or interrupted job from its last durable step."""
+    job = JobStore(cfg.data_dir).load(args.job)
+    if job.data["state"] in ("done", "cancelled"):
+        raise InputError(f"job {job.id} is {job.data['state']}: nothing to retry")
+    return _run(cfg, job, args.json)
+
+
+def jobs(args: argparse.Namespace, cfg: Config) -> int:
+    """``jobs``: every job with its state."""
+    items = [job.public() for job in JobStore(cfg.data_dir).all()]
+    if args.json:
+        emit_json(items)
+        return 0
+    if not items:
+        print("no jobs yet: `openscan-pi scan --positions 100` starts one")
+        return 0
+    print(f"{'job':<20} {'state':<12} {'captured':>9}  project / model")
+    for j in items:
+        where = j["model_dir"] or j["error"] or j["step"] or ""
+        print(f"{j['id']:<20} {j['state']:<12} {j['captured']:>4}/{j['positions']:<4}  "
+              f"{j['project']}  {where}")
+    return 0

@@ -1,0 +1,1 @@
+"""Scan jobs: the state machine, the durable store, the runner."""

@@ -1,0 +1,202 @@
+"""Run a job from wherever it stands to ``done``: scan, upload, process, download.
+
+Each step starts from what is durable: scanning continues at the first position not in the
+manifest (the plan is saved with the job, so a resumed scan visits the same positions), uploading
+continues from the transfer journal (never a second cloud project), processing keeps polling,
+downloading starts the download again (the model folder is never half there).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from openscan_pi.config import Config
+from openscan_pi.errors import DiskError, UserError
+from openscan_pi.fsutil import atomic_write_json, read_json
+from openscan_pi.jobs.state import JobState
+from openscan_pi.jobs.store import Capture, Job
+
+log = logging.getLogger(__name__)
+
+#: Margin on the disk space a scan is estimated to need.
+DISK_MARGIN = 1.5
+#: JPEG bytes per pixel assumed for the estimate (quality 90 photos of real objects).
+JPEG_BYTES_PER_PIXEL = 0.5
+
+Events = Callable[..., None]
+
+
+def _no_events(event: str, **fields: Any) -> None:
+    del event, fields
+
+
+def estimated_bytes(cfg: Config, positions: int) -> int:
+    """What a scan of ``positions`` is expected to write, for the disk and token checks."""
+    width, height = cfg.camera.resolution
+    return int(positions * cfg.camera.focus.stack * width * height * JPEG_BYTES_PER_PIXEL)
+
+
+class JobRunner:
+    """Runs one job; ``stop`` (set from another thread) ends it at the next safe point."""
+
+    def __init__(self, cfg: Config, job: Job, *, events: Events = _no_events,
+                 stop: threading.Event | None = None) -> None:
+        self.cfg = cfg
+        self.job = job
+        self.emit = events
+        self.stop = stop or threading.Event()
+
+    def run(self) -> Job:
+        """Take the job to ``done``; on a failure the job is ``failed`` (with its images) and the
+        error is raised again for the caller to show."""
+        job = self.job
+        if job.state == JobState.FAILED:
+            job.transition(JobState(job.data.get("resume_state") or "scanning"), error=None)
+        try:
+            if job.state in (JobState.QUEUED, JobState.SCANNING):
+                self.scan()
+            if job.state in (JobState.UPLOADING, JobState.PROCESSING, JobState.DOWNLOADING):
+                self.transfer()
+        except UserError as exc:
+            job.transition(JobState.FAILED, error=str(exc), step="failed")
+            raise
+        return job
+
+    # -- scanning ---------------------------------------------------------------------------
+
+    def _check_disk(self) -> None:
+        done = sum(c.size for c in self.job.captures())
+        need = estimated_bytes(self.cfg, int(self.job.data["positions"])) * DISK_MARGIN - done
+        free = shutil.disk_usage(self.job.folder).free
+        if need > free:
+            raise DiskError(f"not enough disk space for this scan: about {need / 1e9:.1f} GB "
+                            f"needed, {free / 1e9:.1f} GB free in {self.job.folder.parent}: free "
+                            "some space, or scan fewer positions")
+
+    def _plan(self, start: tuple[float, float]) -> list[dict[str, float]]:
+        """The positions in capture order, fixed at the first start of the scan."""
+        path = self.job.folder / "plan.json"
+        if path.exists():
+            return list(read_json(path))
+        from openscan_pi.plan import make_plan
+        from openscan_pi.rig.estimate import rig_time_fn
+
+        plan = make_plan(int(self.job.data["positions"]), self.cfg.plan,
+                         rig_time_fn(self.cfg.rig), start)
+        positions = [{"rotor": p.rotor, "turntable": p.turntable} for p in plan.positions]
+        atomic_write_json(path, positions)
+        self.job.update(motion_estimate_s=plan.motion_time_s)
+        return positions
+
+    def scan(self) -> None:
+        """Capture every position not yet in the manifest; then hand over to the transfer."""
+        from openscan_pi.rig.camera import lens_positions
+        from openscan_pi.rig.rig import Rig
+
+        job = self.job
+        if self.cfg.camera.backend == "external":
+            raise UserError("scan with camera.backend: external is not supported yet: the DSLR "
+                            "keeps the photos; copy them off and use `openscan-pi upload`")
+        job.transition(JobState.SCANNING, step="checking disk space")
+        for leftover in job.images.glob(".*.tmp"):  # a photo cut short by a crash
+            leftover.unlink()
+        self._check_disk()
+        with Rig(self.cfg, cancel=self.stop) as rig:
+            job.update(step="homing")
+            message = rig.home()
+            log.info("%s", message)
+            positions = self._plan(rig.angles())
+            info = rig.start_camera()
+            lenses = lens_positions(self.cfg.camera.focus, bool(info.get("has_autofocus")))
+            done = {(c.position, c.shot) for c in job.captures()}
+            total = len(positions)
+            timings = {"motion_s": float(job.data.get("motion_s") or 0.0),
+                       "capture_s": float(job.data.get("capture_s") or 0.0)}
+            for index, pos in enumerate(positions):
+                if all((index, k) in done for k in range(len(lenses))):
+                    continue
+                self._check_stop()
+                job.update(step=f"capturing {index + 1}/{total}")
+                began = time.perf_counter()
+                rig.move(rotor=pos["rotor"], turntable=pos["turntable"])
+                self.stop.wait(self.cfg.rig.settle_s * rig.time_scale)
+                timings["motion_s"] += time.perf_counter() - began
+                for shot_no, lens in enumerate(lenses):
+                    if (index, shot_no) in done:
+                        continue
+                    began = time.perf_counter()
+                    name = f"pos{index:04d}_{shot_no}.jpg"
+                    shot = rig.capture(job.images / name, index=index, lens_position=lens)
+                    timings["capture_s"] += time.perf_counter() - began
+                    job.add_capture(Capture(position=index, shot=shot_no, file=name,
+                                            size=shot.size, crc32=shot.crc32, rotor=shot.rotor,
+                                            turntable=shot.turntable,
+                                            lens_position=shot.lens_position))
+                job.update(**timings)
+                self.emit("scan", done=len({c.position for c in job.captures()}), total=total)
+            rig.light.off()
+        job.transition(JobState.UPLOADING, step="packaging")
+
+    def _check_stop(self) -> None:
+        if self.stop.is_set():
+            from openscan_pi.cloud.transfer import Cancelled
+
+            raise Cancelled(f"job {self.job.id} stopped; it continues where it stopped")
+
+    # -- the cloud --------------------------------------------------------------------------
+
+    def _events(self, event: str, **fields: Any) -> None:
+        if event == "upload":
+            self.job.data["bytes_uploaded"] = fields["done"]  # progress: not a durable step
+        elif event == "part":
+            self.job.update(step=f"uploading part {fields['part'] + 1}/{fields['parts']}")
+        elif event == "status":
+            self.job.update(cloud_status=fields["status"])
+        self.emit(event, **fields)
+
+    def transfer(self) -> None:
+        """Upload (from the journal), start, poll, download the model into the job folder."""
+        from openscan_pi.cloud.journal import Journal
+        from openscan_pi.cloud.transfer import Transfer, connect
+        from openscan_pi.cloud.virtualzip import VirtualZip
+
+        job, cfg = self.job, self.cfg
+        captures = job.captures()
+        if not captures:
+            raise UserError(f"job {job.id} has no images to upload")
+        source = VirtualZip([c.member(job.images) for c in captures])
+        project = str(job.data["project"])
+        journal = Journal.find(cfg.data_dir, project)
+        if journal is None:
+            journal = Journal.create(cfg.data_dir, project, source=str(job.images),
+                                     digest=source.digest, size=source.size, photos=source.photos,
+                                     part_size=cfg.cloud.max_part_bytes, crc_cache={},
+                                     job=job.id)
+        elif journal.data.get("job") != job.id:
+            raise UserError(f"project {project} belongs to another upload: give the scan "
+                            "another --project")
+        with connect(cfg) as (api, rebase):
+            t = Transfer(api, cfg, journal, source, events=self._events, rebase=rebase,
+                         stop=self.stop)
+            if job.state == JobState.UPLOADING:
+                job.update(step="uploading", bytes_total=source.size)
+                if not journal.reached("uploaded"):
+                    t.upload()
+                if not journal.reached("started"):
+                    t.start()
+                job.transition(JobState.PROCESSING, step="waiting for the cloud",
+                               bytes_uploaded=source.size,
+                               cloud_status=journal.data.get("status"))
+            if job.state == JobState.PROCESSING:
+                if not journal.reached("processed"):
+                    t.poll()
+                job.transition(JobState.DOWNLOADING, step="downloading the model")
+            if job.state == JobState.DOWNLOADING:
+                if not journal.reached("downloaded"):
+                    t.download(job.model_dir)
+                job.transition(JobState.DONE, step="done", model_dir=str(job.model_dir))

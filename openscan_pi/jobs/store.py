@@ -1,0 +1,183 @@
+"""Jobs on disk: ``<data_dir>/jobs/<id>/`` with ``job.json``, ``images/`` (and their
+``manifest.json``) and ``model/``.
+
+Durable before reported: every change of a job and every captured image is written (temp file,
+fsync, rename) before anyone is told about it, so a crash, a power cut or ``kill -9`` at any
+moment leaves a job that continues from its last durable step.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from openscan_pi.cloud.virtualzip import Member
+from openscan_pi.errors import UserError
+from openscan_pi.fsutil import atomic_write_json, read_json
+from openscan_pi.jobs.state import JobState, check_transition
+
+#: The fields the socket contract promises in a job object, in that order.
+PUBLIC_FIELDS = ("id", "project", "state", "positions", "captured", "bytes_total",
+                 "bytes_uploaded", "cloud_status", "model_dir", "error", "created", "updated")
+
+
+@dataclass(frozen=True)
+class Capture:
+    """One image of a job, as the manifest records it (CRC computed at capture time)."""
+
+    position: int
+    shot: int  # index within the focus stack
+    file: str
+    size: int
+    crc32: int
+    rotor: float
+    turntable: float
+    lens_position: float | None
+
+    def member(self, images: Path) -> Member:
+        """The image as a member of the upload archive (nothing is read: the CRC is known)."""
+        path = images / self.file
+        return Member(name=self.file, path=str(path), size=self.size, crc32=self.crc32,
+                      mtime_ns=os.stat(path).st_mtime_ns)
+
+
+class Job:
+    """One scan job: its record, its folder, its manifest. Changes are durable on return."""
+
+    def __init__(self, folder: Path, data: dict[str, Any]) -> None:
+        self.folder = folder
+        self.data = data
+        self._lock = threading.RLock()
+        self._listeners: list[Callable[[Job], None]] = []
+
+    # -- the record -------------------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        """The job id (also its folder name)."""
+        return str(self.data["id"])
+
+    @property
+    def state(self) -> JobState:
+        """The contract's state."""
+        return JobState(self.data["state"])
+
+    @property
+    def images(self) -> Path:
+        """Where the captured images are."""
+        return self.folder / "images"
+
+    @property
+    def model_dir(self) -> Path:
+        """Where the finished model goes (never half there)."""
+        return self.folder / "model"
+
+    def public(self) -> dict[str, Any]:
+        """The job object of the socket contract, plus ``step`` (the finer state)."""
+        with self._lock:
+            out = {k: self.data.get(k) for k in PUBLIC_FIELDS}
+            out["step"] = self.data.get("step")
+            return out
+
+    def on_change(self, listener: Callable[[Job], None]) -> None:
+        """Call ``listener(job)`` after every durable change."""
+        self._listeners.append(listener)
+
+    def update(self, **fields: Any) -> None:
+        """Change fields (not ``state``) durably, then tell the listeners."""
+        with self._lock:
+            self.data.update(fields)
+            self._save()
+        self._notify()
+
+    def transition(self, new: JobState, **fields: Any) -> None:
+        """Move to ``new`` as the transition table allows; durable, logged by the listeners."""
+        with self._lock:
+            if not check_transition(self.state, new) and not fields:
+                return
+            if new == JobState.FAILED:
+                fields.setdefault("resume_state", self.state.value)
+            self.data.update(fields)
+            self.data["state"] = new.value
+            self._save()
+        self._notify()
+
+    def _save(self) -> None:
+        self.data["updated"] = time.time()
+        atomic_write_json(self.folder / "job.json", self.data)
+
+    def _notify(self) -> None:
+        for listener in list(self._listeners):
+            listener(self)
+
+    # -- the manifest -----------------------------------------------------------------------
+
+    def captures(self) -> list[Capture]:
+        """The images captured so far, in capture order."""
+        path = self.images / "manifest.json"
+        if not path.exists():
+            return []
+        return [Capture(**entry) for entry in read_json(path)]
+
+    def add_capture(self, capture: Capture) -> None:
+        """Record an image that is already on disk (written atomically) in the manifest."""
+        with self._lock:
+            entries = [c.__dict__ for c in self.captures()]
+            entries.append(dict(capture.__dict__))
+            atomic_write_json(self.images / "manifest.json", entries)
+            done = {(e["position"], e["shot"]) for e in entries}
+            positions = {p for p, _ in done}
+            self.data["captured"] = len(positions)
+            self.data["bytes_total"] = sum(e["size"] for e in entries)
+            self._save()
+        self._notify()
+
+
+class JobStore:
+    """All jobs under ``<data_dir>/jobs``."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.root = data_dir / "jobs"
+
+    def create(self, *, positions: int, project: str | None, stack: int) -> Job:
+        """A new queued job, on disk before it is returned."""
+        now = time.time()
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+        job_id = f"{stamp}-{int(now * 1000) % 1000:03d}"
+        folder = self.root / job_id
+        (folder / "images").mkdir(parents=True, exist_ok=False)
+        project = project or f"openscan-{int(now * 1000)}.zip"
+        data = {"id": job_id, "project": project, "state": JobState.QUEUED.value,
+                "positions": positions, "stack": stack, "captured": 0, "bytes_total": 0,
+                "bytes_uploaded": 0, "cloud_status": None, "model_dir": None, "error": None,
+                "step": "queued", "created": now, "updated": now}
+        job = Job(folder, data)
+        job._save()
+        return job
+
+    def load(self, job_id: str) -> Job:
+        """A job by id; UserError naming `openscan-pi jobs` when there is none."""
+        path = self.root / job_id / "job.json"
+        try:
+            return Job(path.parent, read_json(path))
+        except FileNotFoundError:
+            raise UserError(f"no job {job_id}: `openscan-pi jobs` lists them") from None
+        except (OSError, ValueError) as exc:
+            raise UserError(f"job {job_id} is unreadable ({exc})") from None
+
+    def all(self) -> list[Job]:
+        """Every job, oldest first (unreadable ones skipped)."""
+        if not self.root.is_dir():
+            return []
+        jobs = []
+        for folder in sorted(self.root.iterdir()):
+            try:
+                jobs.append(Job(folder, read_json(folder / "job.json")))
+            except (OSError, ValueError):
+                continue
+        return jobs
