@@ -1,151 +1,48 @@
-"""The local OpenScan Cloud, spoken to over real loopback sockets with ``requests``."""
+"""The local OpenScan Cloud's API, uploads, statuses, model and persistence, over real loopback sockets."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 import os
-import random
 import signal
 import socket
 import subprocess
 import sys
-import time
 import zipfile
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 import requests
 
-from openscan_pi.cloud.local import BAD_REQUEST_TEXT, LocalCloud, TokenLimits
+from openscan_pi.cloud.local import LocalCloud, TokenLimits
 
-AUTH = ("openscan", "free")
-TOKEN = "test-token"
-PART = 64 * 1024
-PROCESSING_S = 4.0
-TTL_S = 1000.0
-LIFETIME_S = 100.0
-REPO = Path(__file__).resolve().parents[1]
-ConnectionFailure = (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError)
-
-
-class FakeClock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-def new_cloud(store: Path | None, clock: FakeClock, **kwargs: object) -> LocalCloud:
-    options: dict = {
-        "processing_s": PROCESSING_S,
-        "max_part_bytes": PART,
-        "result_ttl_s": TTL_S,
-        "link_lifetime_s": LIFETIME_S,
-        "clock": clock,
-    }
-    options.update(kwargs)
-    return LocalCloud(store, **options)
-
-
-@pytest.fixture
-def cloud(tmp_path: Path, clock: FakeClock) -> Iterator[LocalCloud]:
-    with new_cloud(tmp_path / "store", clock) as server:
-        yield server
-
-
-def api(cloud: LocalCloud, endpoint: str, auth: tuple[str, str] | None = AUTH, **params: object):
-    return requests.get(f"{cloud.url}/{endpoint}", params=params, auth=auth, timeout=10)
-
-
-def image_bytes(seed: int, size: int) -> bytes:
-    return random.Random(seed).randbytes(size)
-
-
-def make_zip(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
-        for name, data in files.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
-
-
-def small_set() -> bytes:
-    return make_zip({"img_002.jpg": image_bytes(2, 3000), "img_001.jpg": image_bytes(1, 3000)})
-
-
-def split(data: bytes, size: int = PART) -> list[bytes]:
-    return [data[i : i + size] for i in range(0, len(data), size)]
-
-
-def create(cloud: LocalCloud, name: str, data: bytes, photos: int = 2, token: str = TOKEN):
-    parts = math.ceil(len(data) / PART)
-    answer = api(
-        cloud, "createProject", token=token, project=name, photos=photos, parts=parts,
-        filesize=len(data),
-    )
-    assert answer.status_code == 200, answer.text
-    return answer.json()["ulink"]
-
-
-def post(link: str, body: object) -> requests.Response:
-    headers = {"Content-Type": "application/octet-stream"}
-    return requests.post(link, data=body, headers=headers, timeout=10)
-
-
-def upload(links: list[str], data: bytes) -> None:
-    for link, chunk in zip(links, split(data), strict=True):
-        answer = post(link, chunk)
-        assert answer.status_code == 200, answer.text
-        assert answer.json() == {"content-hash": dropbox_hash(chunk)}
-
-
-def dropbox_hash(data: bytes) -> str:
-    block = 4 * 1024 * 1024
-    digests = b"".join(
-        hashlib.sha256(data[i : i + block]).digest() for i in range(0, len(data), block)
-    )
-    return hashlib.sha256(digests).hexdigest()
-
-
-def started_project(cloud: LocalCloud, name: str = "p", data: bytes | None = None) -> bytes:
-    data = small_set() if data is None else data
-    upload(create(cloud, name, data), data)
-    answer = api(cloud, "startProject", token=TOKEN, project=name)
-    assert answer.json() == {"status": "initialized"}
-    return data
-
-
-def info(cloud: LocalCloud, name: str = "p") -> dict:
-    answer = api(cloud, "getProjectInfo", token=TOKEN, project=name)
-    assert answer.status_code == 200, answer.text
-    return answer.json()
-
-
-def project_state(cloud: LocalCloud, name: str = "p") -> dict:
-    return cloud.state()["projects"][name]
-
-
-def assert_400(answer: requests.Response) -> None:
-    assert answer.status_code == 400
-    assert answer.text == BAD_REQUEST_TEXT
-    assert answer.headers["Content-Type"].startswith("text/html")
-
+from .support import (
+    AUTH,
+    LIFETIME_S,
+    PART,
+    PROCESSING_S,
+    REPO,
+    TOKEN,
+    TTL_S,
+    FakeClock,
+    api,
+    assert_400,
+    create,
+    dropbox_hash,
+    image_bytes,
+    info,
+    make_zip,
+    new_cloud,
+    post,
+    project_state,
+    small_set,
+    split,
+    started_project,
+    upload,
+)
 
 # ------------------------------------------------------------------------------- basic API
 
@@ -515,207 +412,6 @@ def test_texture_keeps_its_extension(cloud: LocalCloud, clock: FakeClock) -> Non
     with zipfile.ZipFile(io.BytesIO(zipped)) as zf:
         assert zf.read("texture.png") == texture
         assert "map_Kd texture.png" in zf.read("model.mtl").decode()
-
-
-# ------------------------------------------------------------------------------- faults
-
-
-def test_api_5xx_and_429_with_retry_after(cloud: LocalCloud) -> None:
-    cloud.inject("api_5xx", 2, retry_after=3)
-    assert api(cloud, "status").status_code == 200  # /status is not an API call
-    for _ in range(2):
-        answer = api(cloud, "getTokenInfo", token=TOKEN)
-        assert answer.status_code == 503
-        assert answer.headers["Retry-After"] == "3"
-    assert api(cloud, "getTokenInfo", token=TOKEN).status_code == 200
-    cloud.inject("api_429")
-    answer = api(cloud, "getQueueEstimate")
-    assert answer.status_code == 429
-    assert "Retry-After" not in answer.headers
-    assert api(cloud, "getQueueEstimate").status_code == 200
-
-
-def test_api_faults_spare_uploads(cloud: LocalCloud) -> None:
-    links = create(cloud, "p", b"x" * 10)
-    cloud.inject("api_5xx")
-    assert post(links[0], b"x" * 10).status_code == 200
-    assert api(cloud, "getQueueEstimate").status_code == 503
-
-
-def test_api_html_and_non_json(cloud: LocalCloud) -> None:
-    cloud.inject("api_html")
-    answer = api(cloud, "getTokenInfo", token=TOKEN)
-    assert answer.status_code == 502
-    assert answer.headers["Content-Type"].startswith("text/html")
-    assert "<title>502 Bad Gateway</title>" in answer.text
-    cloud.inject("api_non_json")
-    answer = api(cloud, "getTokenInfo", token=TOKEN)
-    assert answer.status_code == 200
-    assert answer.headers["Content-Type"].startswith("text/plain")
-    assert answer.text == "OK"
-    assert api(cloud, "getTokenInfo", token=TOKEN).json()["limit_photos"] == 1000
-
-
-def test_api_drop(cloud: LocalCloud) -> None:
-    cloud.inject("api_drop")
-    with pytest.raises(requests.exceptions.ConnectionError):
-        api(cloud, "createProject", token=TOKEN, project="p", photos=1, parts=1, filesize=10)
-    assert "p" not in cloud.state()["projects"]
-    assert api(cloud, "getQueueEstimate").status_code == 200
-
-
-def test_create_lost_answer(cloud: LocalCloud) -> None:
-    cloud.inject("create_lost_answer")
-    with pytest.raises(requests.exceptions.ConnectionError):
-        api(cloud, "createProject", token=TOKEN, project="p", photos=1, parts=1, filesize=10)
-    assert info(cloud)["status"] == "created"
-    assert cloud.state()["tokens"][TOKEN]["credit"] == 50_000_000_000 - 10
-    assert api(cloud, "createProject", token=TOKEN, project="q", photos=1, parts=1,
-               filesize=10).status_code == 200
-
-
-def test_start_lost_answer(cloud: LocalCloud) -> None:
-    data = small_set()
-    upload(create(cloud, "p", data), data)
-    cloud.inject("start_lost_answer")
-    with pytest.raises(requests.exceptions.ConnectionError):
-        api(cloud, "startProject", token=TOKEN, project="p")
-    assert info(cloud)["status"] == "initialized"
-    assert project_state(cloud)["start_count"] == 1
-
-
-def test_part_5xx_leaves_the_link_usable(cloud: LocalCloud) -> None:
-    links = create(cloud, "p", b"x" * 1000)
-    cloud.inject("part_5xx")
-    assert post(links[0], b"x" * 1000).status_code == 500
-    assert project_state(cloud)["parts_received"] == []
-    assert post(links[0], b"x" * 1000).status_code == 200
-
-
-def test_part_drop(cloud: LocalCloud) -> None:
-    data = image_bytes(4, PART)
-    links = create(cloud, "p", data)
-    cloud.inject("part_drop")
-    with pytest.raises(requests.exceptions.ConnectionError):
-        post(links[0], data)
-    state = cloud.wait_for(lambda s: s["uploads_in_progress"] == 0)
-    assert state["projects"]["p"]["parts_received"] == []
-    assert state["projects"]["p"]["bytes_receiving"] == 0
-    assert post(links[0], data).json() == {"content-hash": dropbox_hash(data)}
-
-
-def test_part_lost_answer(cloud: LocalCloud) -> None:
-    data = image_bytes(5, 1000)
-    links = create(cloud, "p", data)
-    cloud.inject("part_lost_answer")
-    with pytest.raises(requests.exceptions.ConnectionError):
-        post(links[0], data)
-    state = cloud.wait_for(lambda s: s["uploads_in_progress"] == 0)
-    assert state["projects"]["p"]["parts_received"] == [0]
-    assert post(links[0], data).status_code == 409
-    assert cloud.archive_path("p").read_bytes() == data
-
-
-def test_part_bad_hash(cloud: LocalCloud) -> None:
-    data = image_bytes(6, 1000)
-    links = create(cloud, "p", data)
-    cloud.inject("part_bad_hash")
-    answer = post(links[0], data)
-    assert answer.status_code == 200
-    assert answer.json()["content-hash"] != dropbox_hash(data)
-    assert project_state(cloud)["parts_received"] == [0]
-    assert post(links[0], data).status_code == 409
-
-
-def test_part_slow(cloud: LocalCloud) -> None:
-    data = image_bytes(8, PART)
-    links = create(cloud, "p", data)
-    cloud.inject("part_slow", bps=2000)
-    with ThreadPoolExecutor(1) as pool:
-        began = time.monotonic()
-        future = pool.submit(post, links[0], data)
-        state = cloud.wait_for(lambda s: s["projects"]["p"]["bytes_receiving"] >= 300)
-        elapsed = time.monotonic() - began
-        assert state["uploads_in_progress"] == 1
-        # never faster than the limit (one 100-byte chunk of slack, plus one for timing)
-        assert state["projects"]["p"]["bytes_receiving"] <= 2000 * elapsed + 200
-        assert not future.done()
-        cloud.inject("part_slow", bps=0)
-        answer = future.result(timeout=10)
-    assert answer.json() == {"content-hash": dropbox_hash(data)}
-    assert project_state(cloud)["parts_received"] == [0]
-
-
-def test_abort_uploads_cuts_bodies_in_flight(cloud: LocalCloud) -> None:
-    data = image_bytes(8, PART)
-    links = create(cloud, "p", data)
-    cloud.inject("part_slow", bps=2000)
-    with ThreadPoolExecutor(1) as pool:
-        future = pool.submit(post, links[0], data)
-        cloud.wait_for(lambda s: s["projects"]["p"]["bytes_receiving"] > 0)
-        cloud.inject("abort_uploads")
-        with pytest.raises(ConnectionFailure):
-            future.result(timeout=10)
-    state = cloud.wait_for(lambda s: s["uploads_in_progress"] == 0)
-    assert state["projects"]["p"]["parts_received"] == []
-    cloud.inject("part_slow", bps=0)
-    assert post(links[0], data).json() == {"content-hash": dropbox_hash(data)}  # link unused
-
-
-def test_download_drop(cloud: LocalCloud, clock: FakeClock) -> None:
-    started_project(cloud)
-    clock.advance(PROCESSING_S)
-    link = info(cloud)["dlink"].replace("dl=0", "dl=1")
-    cloud.inject("download_drop")
-    with pytest.raises(ConnectionFailure):
-        requests.get(link, timeout=10)
-    whole = requests.get(link, timeout=10)
-    assert zipfile.ZipFile(io.BytesIO(whole.content)).testzip() is None
-
-
-def test_download_resumes_with_a_range(cloud: LocalCloud, clock: FakeClock) -> None:
-    started_project(cloud)
-    clock.advance(PROCESSING_S)
-    link = info(cloud)["dlink"].replace("dl=0", "dl=1")
-    whole = requests.get(link, timeout=10)
-    assert whole.headers["Accept-Ranges"] == "bytes"
-    rest = requests.get(link, headers={"Range": "bytes=100-"}, timeout=10)
-    assert rest.status_code == 206
-    size = len(whole.content)
-    assert rest.headers["Content-Range"] == f"bytes 100-{size - 1}/{size}"
-    assert rest.content == whole.content[100:]
-    middle = requests.get(link, headers={"Range": "bytes=10-19"}, timeout=10)
-    assert middle.content == whole.content[10:20]
-    beyond = requests.get(link, headers={"Range": f"bytes={len(whole.content)}-"}, timeout=10)
-    assert beyond.status_code == 416
-
-
-def test_unknown_fault(cloud: LocalCloud) -> None:
-    with pytest.raises(ValueError):
-        cloud.inject("no_such_fault")
-    with pytest.raises(ValueError):
-        cloud.inject("api_5xx", bogus=1)
-    assert_400(requests.get(f"{cloud.url}/_faults?no_such_fault=1", timeout=10))
-
-
-def test_fault_and_state_hooks_over_http(cloud: LocalCloud) -> None:
-    answer = requests.get(f"{cloud.url}/_faults?api_429=2&retry_after=5", timeout=10)
-    assert answer.status_code == 200
-    for _ in range(2):
-        answer = api(cloud, "getQueueEstimate")
-        assert (answer.status_code, answer.headers["Retry-After"]) == (429, "5")
-    assert api(cloud, "getQueueEstimate").status_code == 200
-    create(cloud, "p", b"x" * 10)
-    state = requests.get(f"{cloud.url}/_state", timeout=10).json()
-    assert state["url"] == cloud.url
-    assert state["projects"]["p"]["status"] == "created"
-    assert state["requests"]["getQueueEstimate"] == 3
-    assert state["uploads_in_progress"] == 0
-
-
-def test_wait_for_times_out(cloud: LocalCloud) -> None:
-    with pytest.raises(TimeoutError):
-        cloud.wait_for(lambda s: s["projects"]["never"] is not None, timeout=0.1)
 
 
 # ------------------------------------------------------------------------------- persistence
