@@ -103,13 +103,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_job_commands(sub: argparse._SubParsersAction) -> None:
-    """``scan``, ``jobs``, ``retry`` (in this process until the daemon runs them)."""
+    """``scan``, ``jobs``, ``retry``, ``cancel``, ``status``, ``daemon``."""
     sc = sub.add_parser(
         "scan", help="a whole scan: capture, upload, process, download the model",
         description="Capture N positions (see `plan`), upload the set to the OpenScan Cloud, wait "
                     "for the model and download it into the job's folder under daemon.data_dir. "
-                    "Every image and step is on disk before it is reported: after Ctrl-C, a crash "
-                    "or a power cut, `openscan-pi retry JOB` continues where it stopped.",
+                    "With a daemon listening the job is handed to it (--wait follows it); with "
+                    "none it runs in this process. Every image and step is on disk before it is "
+                    "reported: after Ctrl-C, a crash or a power cut, `openscan-pi retry JOB` "
+                    "continues where it stopped (the daemon does that by itself).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  openscan-pi scan --positions 100 --simulate\n"
                "  openscan-pi scan --positions 60 --project vase.zip\n")
@@ -118,7 +120,8 @@ def _add_job_commands(sub: argparse._SubParsersAction) -> None:
     sc.add_argument("--project", metavar="NAME", help="cloud project name (default: "
                     "openscan-<epoch ms>.zip)")
     sc.add_argument("--wait", action="store_true",
-                    help="follow the job to its end (a scan in this process always does)")
+                    help="with the daemon: follow the job to its end (exit 0 only when done); "
+                         "a scan in this process always does")
     _add_common(sc)
     sc.set_defaults(handler="jobs.scan")
 
@@ -131,8 +134,42 @@ def _add_job_commands(sub: argparse._SubParsersAction) -> None:
                         description="Continue a job from its last durable step: scanning at the "
                                     "first missing position, uploading from its journal, ...")
     rt.add_argument("job", metavar="JOB", help="the job id (see `openscan-pi jobs`)")
+    rt.add_argument("--wait", action="store_true",
+                    help="with the daemon: follow the job to its end (exit 0 only when done)")
     _add_common(rt)
     rt.set_defaults(handler="jobs.retry")
+
+    cn = sub.add_parser("cancel", help="cancel a job (the running one by default)",
+                        description="Cancel a job in any state; the running one when no JOB is "
+                                    "given. A running scan stops within one motor step, an "
+                                    "upload at once; the images stay on disk.")
+    cn.add_argument("job", metavar="JOB", nargs="?", help="the job id (see `openscan-pi jobs`)")
+    _add_common(cn, simulate=False)
+    cn.set_defaults(handler="daemon.cancel")
+
+    st = sub.add_parser(
+        "status", help="what the daemon is doing: state, job, progress, model",
+        description="The daemon's state and its current or last job: progress with ETA, the "
+                    "cloud's status, the model's folder. Exit status 3 when no daemon runs.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  openscan-pi status\n  openscan-pi status --watch\n"
+               "  openscan-pi status --json | jq .job.state\n")
+    st.add_argument("--watch", action="store_true",
+                    help="follow every change until Ctrl-C (with --json: one object per line)")
+    _add_common(st, simulate=False)
+    st.set_defaults(handler="daemon.status")
+
+    dm = sub.add_parser(
+        "daemon", help="run the service in the foreground (what systemd starts)",
+        description="Run the daemon: it owns the rig, runs the jobs (continuing unfinished ones "
+                    "first) and answers on daemon.socket (JSON-RPC 2.0 lines; see the README). "
+                    "Logs go to stderr. Stop it with Ctrl-C or SIGTERM: jobs continue at the "
+                    "next start.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  openscan-pi daemon --simulate\n")
+    dm.add_argument("--simulate", action="store_true",
+                    help="use the simulated rig and the bundled local cloud (cloud.url: local)")
+    dm.set_defaults(handler="daemon.daemon")
 
 
 def _add_rig_commands(sub: argparse._SubParsersAction) -> None:

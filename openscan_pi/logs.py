@@ -22,16 +22,22 @@ class MaskSecrets(logging.Filter):
         return True
 
 
-def setup_logging(*, debug: bool = False, secrets: Iterable[str] = ()) -> None:
-    """Warnings (everything with ``debug``) to stderr as ``openscan-pi: ...`` lines."""
+def setup_logging(*, debug: bool = False, secrets: Iterable[str] = (), service: bool = False) -> None:
+    """Warnings (everything with ``debug``) to stderr as ``openscan-pi: ...`` lines; for the
+    ``service`` (the daemon), everything from INFO up, with time and level."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, "_openscan", False):
             root.removeHandler(handler)
     handler = logging.StreamHandler(sys.stderr)
     handler._openscan = True  # type: ignore[attr-defined]
-    handler.setFormatter(logging.Formatter(
-        "%(asctime)s %(levelname)s %(name)s: %(message)s" if debug else "openscan-pi: %(message)s"))
+    if debug:
+        fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    elif service:
+        fmt = "%(asctime)s %(levelname)s %(message)s"
+    else:
+        fmt = "openscan-pi: %(message)s"
+    handler.setFormatter(logging.Formatter(fmt))
     handler.addFilter(MaskSecrets(secrets))
     root.addHandler(handler)
-    root.setLevel(logging.DEBUG if debug else logging.WARNING)
+    root.setLevel(logging.DEBUG if debug else logging.INFO if service else logging.WARNING)

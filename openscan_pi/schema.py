@@ -63,6 +63,16 @@ def _absolute(value: str) -> str | None:
     return None if value.startswith(("/", "~")) else f"{value!r} must be an absolute path"
 
 
+def _group(value: str) -> str | None:
+    import grp
+
+    try:
+        grp.getgrnam(value)
+    except KeyError:
+        return f"group {value!r} does not exist (create it: `sudo groupadd {value}`)"
+    return None
+
+
 def _gpio(value: int) -> str | None:
     return None if 0 <= value <= 27 else f"{value} is not a GPIO number (0-27)"
 
@@ -137,6 +147,15 @@ class DaemonConfig:
 
     socket: str = _field(_absolute)
     data_dir: str = _field(_absolute)
+    socket_group: str | None = _field(optional(_group))  # null: the daemon's own group
+    max_transfers: int = _field(between(1, 8))  # uploads/downloads running at once
+
+
+@dataclass(frozen=True)
+class JobsConfig:
+    """``jobs.*``: what a restarted daemon does with unfinished jobs."""
+
+    resume_scan: Literal["resume", "fail"] = _field()
 
 
 # -- rig ----------------------------------------------------------------------------------------
@@ -266,6 +285,7 @@ class Config:
 
     cloud: CloudConfig
     daemon: DaemonConfig
+    jobs: JobsConfig
     rig: RigConfig
     camera: CameraConfig
     plan: PlanConfig

@@ -25,9 +25,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from openscan_pi.cloud.api import CloudAPI, ProjectInfo
+from openscan_pi.cloud.api import CloudAPI, ProjectInfo, TokenInfo
 from openscan_pi.cloud.archive import Source, part_ranges
 from openscan_pi.cloud.errors import (
     CloudError,
@@ -42,6 +42,9 @@ from openscan_pi.cloud.journal import Journal
 from openscan_pi.cloud.model import fetch_model
 from openscan_pi.config import Config
 from openscan_pi.errors import InputError, UserError
+
+if TYPE_CHECKING:
+    from openscan_pi.cloud.local import LocalCloud
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,19 @@ class Cancelled(UserError):
     """The transfer was asked to stop; its journal lets it continue later."""
 
     exit_code = 130
+
+
+def token_problem(info: TokenInfo, size: int, photos: int, *, about: str = "") -> str | None:
+    """Why a token with ``info`` cannot take a set of ``size`` bytes and ``photos`` photos
+    (``about`` e.g. "about " for an estimate), or None when it can."""
+    if photos > info.limit_photos:
+        return f"the set has {photos} photos; the token allows {info.limit_photos}"
+    if size > info.limit_filesize:
+        return (f"the set is {about}{_mb(size)}; the token allows {_mb(info.limit_filesize)} "
+                "per project")
+    if size > info.credit:
+        return f"the set is {about}{_mb(size)}; the token has {_mb(info.credit)} of credit left"
+    return None
 
 
 class _LinkTooOld(Exception):
@@ -217,14 +233,9 @@ class Transfer:
     def _preflight(self) -> None:
         """Refuse before any upload when the token cannot take the set."""
         info = self._patient(self.api.token_info, "asking for the token's limits")
-        size, photos = self.src.size, self.src.photos
-        if photos > info.limit_photos:
-            raise Refused(f"the set has {photos} photos; the token allows {info.limit_photos}")
-        if size > info.limit_filesize:
-            raise Refused(f"the set is {_mb(size)}; the token allows {_mb(info.limit_filesize)} "
-                          "per project")
-        if size > info.credit:
-            raise Refused(f"the set is {_mb(size)}; the token has {_mb(info.credit)} of credit left")
+        problem = token_problem(info, self.src.size, self.src.photos)
+        if problem:
+            raise Refused(problem)
 
     def _patient(self, call: Callable[[], Any], doing: str) -> Any:
         patience = _Patience(self)
@@ -288,6 +299,9 @@ class Transfer:
 
             def progress(n: int, base: int = base) -> None:
                 nonlocal sent
+                if self.stop.is_set():  # a cancel must not wait for a 200 MB part to finish
+                    raise Cancelled(f"stopped; run the same command again to continue project "
+                                    f"{self.project}")
                 sent += n
                 self.emit("upload", part=index, parts=parts, part_done=sent, part_size=length,
                           done=base + sent, total=total)
@@ -388,8 +402,10 @@ def _mb(size: int) -> str:
 
 
 @contextlib.contextmanager
-def connect(cfg: Config) -> Iterator[tuple[CloudAPI, Callable[[str], str]]]:
-    """The API client for ``cfg``, starting the bundled local cloud when ``cloud.url`` is ``local``.
+def connect(cfg: Config, local: LocalCloud | None = None
+            ) -> Iterator[tuple[CloudAPI, Callable[[str], str]]]:
+    """The API client for ``cfg``, starting the bundled local cloud when ``cloud.url`` is ``local``
+    (or using ``local``, one already running, e.g. the daemon's).
 
     Yields ``(api, rebase)``: ``rebase`` maps links issued by an earlier run of the local cloud to
     this run's address (the identity for a real cloud).
@@ -401,10 +417,9 @@ def connect(cfg: Config) -> Iterator[tuple[CloudAPI, Callable[[str], str]]]:
         finally:
             api.close()
         return
-    from openscan_pi.cloud.local import LocalCloud
-
-    local = LocalCloud(cfg.data_dir / "local-cloud", processing_s=cfg.cloud.local.processing_s)
-    local.start()
+    own = local is None
+    if local is None:
+        local = start_local_cloud(cfg)
     # The local cloud takes any token; a user with none configured still gets a working run.
     api = CloudAPI(dataclasses.replace(cfg.cloud, token=cfg.cloud.token or "local"),
                    base_url=local.url)
@@ -412,4 +427,12 @@ def connect(cfg: Config) -> Iterator[tuple[CloudAPI, Callable[[str], str]]]:
         yield api, local.rebase_link
     finally:
         api.close()
-        local.stop()
+        if own:
+            local.stop()
+
+
+def start_local_cloud(cfg: Config) -> LocalCloud:
+    """Start the bundled local cloud of ``cfg`` (its store under ``data_dir/local-cloud``)."""
+    from openscan_pi.cloud.local import LocalCloud
+
+    return LocalCloud(cfg.data_dir / "local-cloud", processing_s=cfg.cloud.local.processing_s).start()

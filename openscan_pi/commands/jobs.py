@@ -1,4 +1,5 @@
-"""Handlers of ``scan``, ``jobs`` and ``retry``, run in this process (the daemon comes later)."""
+"""Handlers of ``scan``, ``jobs`` and ``retry``: through the daemon when it listens, else in this
+process (the same job code either way)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import sys
 import time
 
 from openscan_pi.commands.common import emit_json
+from openscan_pi.commands.daemon import daemon_for, follow
 from openscan_pi.config import Config
 from openscan_pi.errors import InputError, UserError
-from openscan_pi.jobs.store import Job, JobStore
+from openscan_pi.jobs.store import Job, JobBusy, JobStore
 
 
 def _run(cfg: Config, job: Job, json_output: bool) -> int:
@@ -21,7 +23,11 @@ def _run(cfg: Config, job: Job, json_output: bool) -> int:
         print(f"job {job.id}: {job.data['positions']} positions, project {job.data['project']}",
               file=sys.stderr)
     try:
-        JobRunner(cfg, job, events=printer).run()
+        with job.hold():
+            JobRunner(cfg, job, events=printer).run()
+    except JobBusy:
+        printer.close()
+        raise
     except UserError as exc:
         printer.close()
         if json_output:
@@ -42,14 +48,32 @@ def _run(cfg: Config, job: Job, json_output: bool) -> int:
 
 
 def scan(args: argparse.Namespace, cfg: Config) -> int:
-    """``scan --positions N``: a whole scan to a model on disk, in this process."""
+    """``scan --positions N``: a whole scan to a model on disk (in the daemon, or here)."""
     from openscan_pi.cloud.journal import Journal, sanitize_project
+    from openscan_pi.jobs.runner import preflight
 
-    if args.positions < 1:
-        raise InputError("--positions must be at least 1")
+    if not 1 <= args.positions <= 10_000:
+        raise InputError("--positions must be from 1 to 10000")
+    client = daemon_for(args, cfg)
+    if client is not None:
+        with client:
+            params: dict = {"positions": args.positions}
+            if args.project:
+                params["project"] = args.project
+            job = client.call("scan", params)
+            if args.wait:
+                return follow(client, cfg, job["id"], args.json)
+        if args.json:
+            emit_json(job)
+        else:
+            print(f"job {job['id']} queued in the daemon ({args.positions} positions, project "
+                  f"{job['project']}): `openscan-pi status --watch` follows it")
+        return 0
     project = sanitize_project(args.project) if args.project else None
     if project and Journal.find(cfg.data_dir, project):
         raise InputError(f"project {project} exists already: choose another --project")
+    for warning in preflight(cfg, args.positions):
+        print(f"warning: {warning}", file=sys.stderr)
     job = JobStore(cfg.data_dir).create(positions=args.positions, project=project,
                                         stack=cfg.camera.focus.stack)
     return _run(cfg, job, args.json)
@@ -57,6 +81,18 @@ def scan(args: argparse.Namespace, cfg: Config) -> int:
 
 def retry(args: argparse.Namespace, cfg: Config) -> int:
     """``retry JOB``: continue a failed or interrupted job from its last durable step."""
+    client = daemon_for(args, cfg)
+    if client is not None:
+        with client:
+            job_data = client.call("retry", {"job": args.job})
+            if args.wait:
+                return follow(client, cfg, args.job, args.json)
+        if args.json:
+            emit_json(job_data)
+        else:
+            print(f"job {args.job} continues in the daemon ({job_data['state']}): "
+                  "`openscan-pi status --watch` follows it")
+        return 0
     job = JobStore(cfg.data_dir).load(args.job)
     if job.data["state"] in ("done", "cancelled"):
         raise InputError(f"job {job.id} is {job.data['state']}: nothing to retry")
@@ -65,7 +101,12 @@ def retry(args: argparse.Namespace, cfg: Config) -> int:
 
 def jobs(args: argparse.Namespace, cfg: Config) -> int:
     """``jobs``: every job with its state."""
-    items = [job.public() for job in JobStore(cfg.data_dir).all()]
+    client = daemon_for(args, cfg)
+    if client is not None:
+        with client:
+            items = client.call("jobs")
+    else:
+        items = [job.public() for job in JobStore(cfg.data_dir).all()]
     if args.json:
         emit_json(items)
         return 0

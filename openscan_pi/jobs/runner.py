@@ -8,18 +8,23 @@ downloading starts the download again (the model folder is never half there).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from openscan_pi.config import Config
 from openscan_pi.errors import DiskError, UserError
 from openscan_pi.fsutil import atomic_write_json, read_json
 from openscan_pi.jobs.state import JobState
 from openscan_pi.jobs.store import Capture, Job
+
+if TYPE_CHECKING:
+    from openscan_pi.cloud.local import LocalCloud
+    from openscan_pi.rig.rig import Rig
 
 log = logging.getLogger(__name__)
 
@@ -41,31 +46,89 @@ def estimated_bytes(cfg: Config, positions: int) -> int:
     return int(positions * cfg.camera.focus.stack * width * height * JPEG_BYTES_PER_PIXEL)
 
 
+def preflight(cfg: Config, positions: int, *, local: LocalCloud | None = None) -> list[str]:
+    """Refuse a new scan the disk or the token cannot take (:class:`UserError`); returns warnings
+    (e.g. the cloud could not be asked: the scan goes ahead, the upload waits for the network)."""
+    from openscan_pi.cloud.errors import CloudError
+    from openscan_pi.cloud.transfer import connect, token_problem
+
+    need = estimated_bytes(cfg, positions)
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(cfg.data_dir).free
+    if need * DISK_MARGIN > free:
+        raise DiskError(f"not enough disk space for this scan: about {need * DISK_MARGIN / 1e9:.1f} "
+                        f"GB needed, {free / 1e9:.1f} GB free in {cfg.data_dir}: free some space, "
+                        "or scan fewer positions")
+    photos = positions * cfg.camera.focus.stack
+    try:
+        with connect(cfg, local) as (api, _):
+            info = api.token_info()
+    except CloudError as exc:
+        return [f"could not check the token ({exc}); scanning anyway, the upload waits for the "
+                "cloud"]
+    problem = token_problem(info, need, photos, about="about ")
+    if problem:
+        raise UserError(f"{problem}: `openscan-pi token` shows its limits; scan fewer positions "
+                        "or use another token")
+    return []
+
+
 class JobRunner:
-    """Runs one job; ``stop`` (set from another thread) ends it at the next safe point."""
+    """Runs one job; ``stop`` (set from another thread) ends it at the next safe point, leaving
+    it in its state to continue later (:class:`~openscan_pi.cloud.transfer.Cancelled` is raised).
+
+    The daemon runs the two halves on different threads: :meth:`scan_phase` on the rig's (with
+    the daemon's open ``rig``), :meth:`transfer_phase` on a transfer worker (with the daemon's
+    bundled ``local`` cloud, when ``cloud.url`` is ``local``).
+    """
 
     def __init__(self, cfg: Config, job: Job, *, events: Events = _no_events,
-                 stop: threading.Event | None = None) -> None:
+                 stop: threading.Event | None = None, rig: Rig | None = None,
+                 local: LocalCloud | None = None) -> None:
         self.cfg = cfg
         self.job = job
         self.emit = events
         self.stop = stop or threading.Event()
+        self.rig = rig
+        self.local = local
 
     def run(self) -> Job:
         """Take the job to ``done``; on a failure the job is ``failed`` (with its images) and the
         error is raised again for the caller to show."""
+        self.resume()
+        self.scan_phase()
+        self.transfer_phase()
+        return self.job
+
+    def resume(self) -> None:
+        """A failed job goes back to the state it failed in (``retry``)."""
         job = self.job
         if job.state == JobState.FAILED:
             job.transition(JobState(job.data.get("resume_state") or "scanning"), error=None)
+
+    def scan_phase(self) -> None:
+        """Capture what is missing, if the job is queued or scanning."""
+        if self.job.state in (JobState.QUEUED, JobState.SCANNING):
+            self._guard(self.scan)
+
+    def transfer_phase(self) -> None:
+        """Upload, process, download, if the job is at one of those steps."""
+        if self.job.state in (JobState.UPLOADING, JobState.PROCESSING, JobState.DOWNLOADING):
+            self._guard(self.transfer)
+
+    def _guard(self, step: Callable[[], None]) -> None:
+        from openscan_pi.cloud.transfer import Cancelled
+
         try:
-            if job.state in (JobState.QUEUED, JobState.SCANNING):
-                self.scan()
-            if job.state in (JobState.UPLOADING, JobState.PROCESSING, JobState.DOWNLOADING):
-                self.transfer()
+            step()
+        except Cancelled:
+            raise  # stopped: the job stays where it is, to continue later
         except UserError as exc:
-            job.transition(JobState.FAILED, error=str(exc), step="failed")
+            if self.stop.is_set():  # e.g. a move or homing cut short by the stop: not a failure
+                raise Cancelled(f"job {self.job.id} stopped ({exc}); it continues where it "
+                                "stopped") from None
+            self.job.transition(JobState.FAILED, error=str(exc), step="failed")
             raise
-        return job
 
     # -- scanning ---------------------------------------------------------------------------
 
@@ -106,7 +169,9 @@ class JobRunner:
         for leftover in job.images.glob(".*.tmp"):  # a photo cut short by a crash
             leftover.unlink()
         self._check_disk()
-        with Rig(self.cfg, cancel=self.stop) as rig:
+        if self.rig is not None:
+            self.rig.cancel = self.stop
+        with contextlib.nullcontext(self.rig) if self.rig else Rig(self.cfg, cancel=self.stop) as rig:
             job.update(step="homing")
             message = rig.home()
             log.info("%s", message)
@@ -161,6 +226,14 @@ class JobRunner:
 
     def transfer(self) -> None:
         """Upload (from the journal), start, poll, download the model into the job folder."""
+        began = time.perf_counter()
+        try:
+            self._transfer()
+        finally:
+            self.job.update(transfer_s=float(self.job.data.get("transfer_s") or 0.0)
+                            + time.perf_counter() - began)
+
+    def _transfer(self) -> None:
         from openscan_pi.cloud.journal import Journal
         from openscan_pi.cloud.transfer import Transfer, connect
         from openscan_pi.cloud.virtualzip import VirtualZip
@@ -180,7 +253,7 @@ class JobRunner:
         elif journal.data.get("job") != job.id:
             raise UserError(f"project {project} belongs to another upload: give the scan "
                             "another --project")
-        with connect(cfg) as (api, rebase):
+        with connect(cfg, self.local) as (api, rebase):
             t = Transfer(api, cfg, journal, source, events=self._events, rebase=rebase,
                          stop=self.stop)
             if job.state == JobState.UPLOADING:

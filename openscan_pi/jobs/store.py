@@ -8,10 +8,12 @@ moment leaves a job that continues from its last durable step.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,10 @@ from openscan_pi.jobs.state import JobState, check_transition
 #: The fields the socket contract promises in a job object, in that order.
 PUBLIC_FIELDS = ("id", "project", "state", "positions", "captured", "bytes_total",
                  "bytes_uploaded", "cloud_status", "model_dir", "error", "created", "updated")
+
+
+class JobBusy(UserError):
+    """Another process is working on the job."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,22 @@ class Job:
             out = {k: self.data.get(k) for k in PUBLIC_FIELDS}
             out["step"] = self.data.get("step")
             return out
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """Hold the job for this process while it is worked on (a lock the kernel drops when
+        the process dies, so a crash never leaves it held)."""
+        fd = os.open(self.folder / ".lock", os.O_RDWR | os.O_CREAT, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise JobBusy(f"job {self.id} is being run by another openscan-pi process (the daemon, "
+                          "or a scan in another terminal): stop it there first") from None
+        try:
+            yield
+        finally:
+            os.close(fd)
 
     def on_change(self, listener: Callable[[Job], None]) -> None:
         """Call ``listener(job)`` after every durable change."""
@@ -148,9 +170,18 @@ class JobStore:
         """A new queued job, on disk before it is returned."""
         now = time.time()
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
-        job_id = f"{stamp}-{int(now * 1000) % 1000:03d}"
-        folder = self.root / job_id
-        (folder / "images").mkdir(parents=True, exist_ok=False)
+        self.root.mkdir(parents=True, exist_ok=True)
+        for extra in range(1000):  # two jobs in one millisecond get different ids
+            job_id = f"{stamp}-{(int(now * 1000) + extra) % 1000:03d}"
+            folder = self.root / job_id
+            try:
+                folder.mkdir()
+                break
+            except FileExistsError:
+                continue
+        else:
+            raise UserError(f"cannot find a free job id in {self.root}")
+        (folder / "images").mkdir()
         project = project or f"openscan-{int(now * 1000)}.zip"
         data = {"id": job_id, "project": project, "state": JobState.QUEUED.value,
                 "positions": positions, "stack": stack, "captured": 0, "bytes_total": 0,

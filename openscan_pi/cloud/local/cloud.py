@@ -78,6 +78,7 @@ class LocalCloud(_Endpoints):
         self._faults: dict[str, int] = {}
         self._retry_after: dict[str, float | int | str] = {}
         self._part_bps = 0.0
+        self._download_bps = 0.0
         self._abort_generation = 0  # bumped by the abort_uploads fault
         self._fail_next = 0
         self._requests: dict[str, int] = {}
@@ -166,7 +167,8 @@ class LocalCloud(_Endpoints):
         with it in a power cut): nothing stored, links unused. ``expire_links`` expires every
         link issued so far. ``processing_failed``: the next
         ``count`` projects started end ``processing failed``. ``download_drop``: model downloads
-        send the full Content-Length, half the bytes, then close.
+        send the full Content-Length, half the bytes, then close. ``download_slow`` sends model
+        downloads at ``bps`` bytes/s (0 removes it; count ignored).
 
         Raises ValueError for an unknown fault or parameter, or a negative count.
         """
@@ -180,6 +182,8 @@ class LocalCloud(_Endpoints):
         with self._lock:
             if fault == "part_slow":
                 self._part_bps = max(0.0, float(params.get("bps", 0)))
+            elif fault == "download_slow":
+                self._download_bps = max(0.0, float(params.get("bps", 0)))
             elif fault == "abort_uploads":
                 self._abort_generation += 1
             elif fault == "expire_links":

@@ -28,7 +28,7 @@ _COUNTED_FAULTS = _API_FAULTS + _PART_FAULTS + (
 )
 #: Every fault name :meth:`LocalCloud.inject` knows.
 FAULTS = frozenset(
-    _COUNTED_FAULTS + ("part_slow", "abort_uploads", "expire_links", "processing_failed")
+    _COUNTED_FAULTS + ("part_slow", "download_slow", "abort_uploads", "expire_links", "processing_failed")
 )
 #: Parameters a fault may take.
 FAULT_PARAMS = frozenset({"retry_after", "bps"})

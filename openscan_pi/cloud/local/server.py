@@ -303,12 +303,17 @@ class _Handler(BaseHTTPRequestHandler):
         with open(model, "rb") as fh:
             fh.seek(first)
             left = length // 2 if drop else length
+            bps = self.cloud._download_bps
+            began, sent = time.monotonic(), 0
             while left > 0:
-                chunk = fh.read(min(_CHUNK, left))
+                chunk = fh.read(min(_CHUNK if bps <= 0 else max(1, int(bps / 20)), left))
                 if not chunk:
                     break
                 self.wfile.write(chunk)
                 left -= len(chunk)
+                sent += len(chunk)
+                if bps > 0:  # download_slow: keep to bps bytes/s
+                    time.sleep(max(0.0, began + sent / bps - time.monotonic()))
             if drop:
                 self._abort()
 

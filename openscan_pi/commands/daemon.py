@@ -1,0 +1,228 @@
+"""Handlers of ``daemon``, ``status`` and ``cancel``, and how the other commands find the daemon.
+
+Kept light: ``status`` is typed over SSH all day, so this module imports only the socket client
+at the top.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from openscan_pi.commands.common import emit_json
+from openscan_pi.config import Config
+from openscan_pi.daemon.client import DaemonClient, NotRunning, find_daemon, socket_candidates
+from openscan_pi.errors import InputError, UserError
+
+FINISHED = ("done", "failed", "cancelled")
+
+
+def candidates(cfg: Config) -> list:
+    """The socket paths to look for the daemon on."""
+    from openscan_pi.schema import DEFAULT_SOCKET
+
+    return socket_candidates(cfg.socket_path, DEFAULT_SOCKET, cfg.daemon.socket)
+
+
+def daemon_for(args: argparse.Namespace, cfg: Config) -> DaemonClient | None:
+    """A client of the running daemon, or None (then the command runs in this process).
+
+    With ``--simulate``, only a daemon that runs the simulated rig is used: the job of a
+    simulation must never move a real scanner.
+    """
+    client = find_daemon(candidates(cfg))
+    if client is None or not getattr(args, "simulate", False):
+        return client
+    if client.call("status")["rig"].get("model") == "simulated":
+        return client
+    client.close()
+    print("note: the running daemon drives a real rig; this simulation runs in this process",
+          file=sys.stderr)
+    return None
+
+
+def daemon(args: argparse.Namespace, cfg: Config) -> int:
+    """``daemon``: run the service in the foreground, logging to stderr."""
+    from openscan_pi.daemon.main import run
+    from openscan_pi.logs import setup_logging
+
+    setup_logging(debug=args.debug, secrets=(cfg.cloud.token, cfg.cloud.password), service=True)
+    return run(cfg)
+
+
+# -- status -------------------------------------------------------------------------------------
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    if seconds >= 60:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds} s"
+
+
+def _bar(done: float, total: float, width: int = 24) -> str:
+    share = min(1.0, done / total) if total else 0.0
+    filled = int(share * width)
+    return f"[{'#' * filled}{'-' * (width - filled)}] {share * 100:3.0f} %"
+
+
+def job_progress(job: dict[str, Any]) -> str:
+    """One line: the job's state, finer step, progress bar and ETA."""
+    state, step = job["state"], job.get("step") or ""
+    eta = f"  ETA {_duration(job['eta_s'])}" if job.get("eta_s") is not None else ""
+    if state == "scanning":
+        return (f"scanning  {_bar(job['captured'], job['positions'])}  {job['captured']}/"
+                f"{job['positions']} positions{eta}  ({step})")
+    if state == "uploading":
+        total = job["bytes_total"] or 0
+        return (f"uploading {_bar(job['bytes_uploaded'] or 0, total)}  "
+                f"{(job['bytes_uploaded'] or 0) / 1e6:.1f}/{total / 1e6:.1f} MB{eta}  ({step})")
+    if state == "processing":
+        return f"processing in the cloud: {job.get('cloud_status') or 'waiting'}  ({step})"
+    if state == "done":
+        return f"done: model in {job['model_dir']}"
+    if state == "failed":
+        return f"failed: {job['error']} (`openscan-pi retry {job['id']}` continues it)"
+    return f"{state}  ({step})" if step and step != state else state
+
+
+def render(status: dict[str, Any]) -> str:
+    """``status`` for people."""
+    rig = status["rig"]
+    where = ""
+    if "rotor" in rig:
+        where = (f", rotor {rig['rotor']:.1f}°, turntable {rig['turntable']:.1f}°, light "
+                 f"{'on' if rig.get('light') else 'off'}")
+    lines = [f"daemon {status['version']}: {status['state']} (rig {rig['model']}{where})"]
+    if rig.get("task"):
+        lines.append(f"rig: {rig['task']}")
+    job = status.get("job")
+    if job:
+        lines.append(f"job {job['id']}  project {job['project']}  {job['state']}")
+        lines.append("  " + job_progress(job))
+        if job.get("cloud_status") and job["state"] != "processing":
+            lines.append(f"  cloud: {job['cloud_status']}")
+    else:
+        lines.append("no jobs yet: `openscan-pi scan --positions 100` starts one")
+    if status.get("queued"):
+        lines.append(f"queued: {', '.join(status['queued'])}")
+    return "\n".join(lines)
+
+
+def status(args: argparse.Namespace, cfg: Config) -> int:
+    """``status [--watch] [--json]``: the daemon's state and its current or last job."""
+    client = find_daemon(candidates(cfg))
+    if client is None:
+        raise NotRunning(f"the daemon is not running (nothing answers on {cfg.socket_path}): start "
+                         "it with `sudo systemctl start openscan-pi`, or `openscan-pi daemon`")
+    with client:
+        if not args.watch:
+            now = client.call("status")
+            emit_json(now) if args.json else print(render(now))
+            return 0
+        now = client.call("subscribe")
+        tty = sys.stdout.isatty() and not args.json
+        shown = ""
+        try:
+            for message in _with_first(now, client):
+                if args.json:
+                    emit_json(message)
+                    continue
+                text = render(message)
+                if text == shown:
+                    continue
+                if tty and shown:
+                    sys.stdout.write(f"\x1b[{shown.count(chr(10)) + 1}F\x1b[J")
+                print(text, end="\n" if tty else "\n\n", flush=True)
+                shown = text
+        except KeyboardInterrupt:
+            return 0
+    return 0
+
+
+def _with_first(first: dict[str, Any], client: DaemonClient) -> Any:
+    yield first
+    for note in client.notifications():
+        yield note["params"]
+
+
+# -- following a job ----------------------------------------------------------------------------
+
+
+def follow(client: DaemonClient, cfg: Config, job_id: str, json_output: bool) -> int:
+    """Follow job ``job_id`` to its end (``--wait``); exit 0 only when it ends ``done``."""
+    watcher = DaemonClient.connect(client.path)
+    watcher.call("subscribe")
+    tty = sys.stderr.isatty()
+    shown = ""
+    try:
+        job = client.call("job", {"job": job_id})
+        while job["state"] not in FINISHED:
+            line = job_progress(job)
+            if line != shown and not json_output:
+                if tty:
+                    sys.stderr.write(f"\r\x1b[K{line[:200]}")
+                    sys.stderr.flush()
+                elif job["state"] != shown.split(" ", 1)[0] or "positions" not in line:
+                    print(line, file=sys.stderr)
+                shown = line
+            for note in watcher.notifications():
+                current = note["params"].get("job") or {}
+                mine = current.get("id") == job_id
+                job = current if mine else client.call("job", {"job": job_id})
+                break
+            else:
+                raise UserError("the daemon stopped; the job continues when it starts again")
+    except KeyboardInterrupt:
+        raise UserError(f"stopped following job {job_id}; it goes on in the daemon: "
+                        "`openscan-pi status --watch` follows it") from None
+    finally:
+        watcher.close()
+        if tty and shown and not json_output:
+            sys.stderr.write("\n")
+    if json_output:
+        emit_json(job)
+    if job["state"] == "done":
+        if not json_output:
+            took = time.time() - float(job["created"])
+            print(f"model of {job['project']}: {job['model_dir']} ({took:.0f} s)")
+        return 0
+    if job["state"] == "failed":
+        raise UserError(f"job {job_id} failed: {job['error']} (it keeps its images: "
+                        f"`openscan-pi retry {job_id}` continues it)")
+    raise UserError(f"job {job_id} was cancelled")
+
+
+# -- cancel -------------------------------------------------------------------------------------
+
+
+def cancel(args: argparse.Namespace, cfg: Config) -> int:
+    """``cancel [JOB]``: through the daemon, or on disk when no daemon runs."""
+    client = find_daemon(candidates(cfg))
+    if client is not None:
+        with client:
+            job = client.call("cancel", {"job": args.job} if args.job else {})
+    else:
+        from openscan_pi.jobs.state import JobState
+        from openscan_pi.jobs.store import JobStore
+
+        if not args.job:
+            raise InputError("the daemon is not running: give the job to cancel "
+                             "(`openscan-pi jobs` lists them)")
+        stored = JobStore(cfg.data_dir).load(args.job)
+        if stored.data["state"] in ("done", "cancelled"):
+            raise InputError(f"job {stored.id} is {stored.data['state']}: nothing to cancel")
+        with stored.hold():
+            stored.transition(JobState.CANCELLED, step="cancelled")
+        job = stored.public()
+    if args.json:
+        emit_json(job)
+    else:
+        print(f"job {job['id']}: {job['state']}")
+    return 0

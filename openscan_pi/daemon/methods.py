@@ -1,0 +1,204 @@
+"""The socket's methods: check the parameters, then ask the :class:`Daemon` (off the event loop
+when that may block).
+
+The contract's methods are ``status``, ``jobs``, ``scan {positions, project?}``, ``cancel {job?}``,
+``retry {job}`` and ``subscribe``; ``job {job}`` and the hand-driven ``rig.move``, ``rig.home``,
+``rig.light``, ``rig.capture`` and ``rig.turn`` are this project's additions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from openscan_pi.daemon.protocol import INVALID_PARAMS, RpcError
+from openscan_pi.daemon.server import Connection, Handler
+
+if TYPE_CHECKING:
+    from openscan_pi.daemon.service import Daemon
+    from openscan_pi.rig.rig import Rig
+
+log = logging.getLogger(__name__)
+
+#: How long ``cancel`` waits for a running job to reach a safe point before answering.
+CANCEL_WAIT_S = 30.0
+#: Most positions one scan may ask for.
+MAX_POSITIONS = 10_000
+
+
+class Params:
+    """Typed access to a request's named parameters; anything wrong is -32602."""
+
+    def __init__(self, params: dict[str, Any], known: tuple[str, ...]) -> None:
+        unknown = sorted(set(params) - set(known))
+        if unknown:
+            allowed = ", ".join(known) or "none"
+            raise RpcError(INVALID_PARAMS, f"invalid params: unknown parameter {unknown[0]!r} "
+                           f"(this method takes: {allowed})")
+        self.params = params
+
+    def _bad(self, name: str, expected: str) -> RpcError:
+        return RpcError(INVALID_PARAMS, f"invalid params: {name} must be {expected}, got "
+                        f"{self.params.get(name)!r:.60}")
+
+    def integer(self, name: str, low: int, high: int, *, required: bool = True) -> int | None:
+        """An integer in [low, high]."""
+        value = self.params.get(name)
+        if value is None and not required:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise self._bad(name, f"an integer from {low} to {high}")
+        return value
+
+    def number(self, name: str, low: float, high: float) -> float | None:
+        """An optional finite number in [low, high]."""
+        value = self.params.get(name)
+        if value is None:
+            return None
+        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                or not low <= value <= high):
+            raise self._bad(name, f"a number from {low:g} to {high:g}")
+        return float(value)
+
+    def text(self, name: str, *, required: bool = False, choices: tuple[str, ...] = ()
+             ) -> str | None:
+        """A non-empty string (one of ``choices`` when given)."""
+        value = self.params.get(name)
+        if value is None and not required:
+            return None
+        if not isinstance(value, str) or not value or len(value) > 200 or (
+                choices and value not in choices):
+            raise self._bad(name, f"one of {', '.join(choices)}" if choices else "a string")
+        return value
+
+
+def _capture(rig: Rig, lens_position: float | None) -> dict[str, Any]:
+    """One photo, returned in the answer (the daemon may not write where the caller can)."""
+    folder = rig.cfg.data_dir / "tmp"
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(suffix=".jpg", dir=folder)
+    os.close(fd)
+    path = Path(name)
+    try:
+        shot = rig.capture(path, lens_position=lens_position)
+        data = path.read_bytes() if shot.path else b""
+    finally:
+        path.unlink(missing_ok=True)
+    return {"size": shot.size, "crc32": shot.crc32, "rotor": shot.rotor,
+            "turntable": shot.turntable, "lens_position": shot.lens_position,
+            "jpeg_base64": base64.b64encode(data).decode("ascii") if data else None}
+
+
+def make_methods(daemon: Daemon) -> dict[str, Handler]:
+    """The method table the server dispatches on."""
+
+    async def status(params: dict[str, Any], conn: Connection) -> Any:
+        Params(params, ())
+        return daemon.status()
+
+    async def jobs(params: dict[str, Any], conn: Connection) -> Any:
+        Params(params, ())
+        return daemon.list_jobs()
+
+    async def job(params: dict[str, Any], conn: Connection) -> Any:
+        p = Params(params, ("job",))
+        return daemon.job_public(str(p.text("job", required=True)))
+
+    async def subscribe(params: dict[str, Any], conn: Connection) -> Any:
+        Params(params, ())
+        conn.subscribed = True
+        return daemon.status()
+
+    async def scan(params: dict[str, Any], conn: Connection) -> Any:
+        p = Params(params, ("positions", "project"))
+        positions = p.integer("positions", 1, MAX_POSITIONS)
+        project = p.text("project")
+        log.info("scan of %s positions asked by %s", positions, conn.peer)
+        return await asyncio.to_thread(daemon.scan, int(positions or 0), project)
+
+    async def cancel(params: dict[str, Any], conn: Connection) -> Any:
+        p = Params(params, ("job",))
+        job_id = p.text("job")
+        log.info("cancel of %s asked by %s", job_id or "the running job", conn.peer)
+        target, stopped = daemon.cancel(job_id)
+        if stopped is not None:
+            await asyncio.to_thread(stopped.wait, CANCEL_WAIT_S)
+        return daemon.job_public(target)
+
+    async def retry(params: dict[str, Any], conn: Connection) -> Any:
+        p = Params(params, ("job",))
+        job_id = str(p.text("job", required=True))
+        log.info("retry of %s asked by %s", job_id, conn.peer)
+        return await asyncio.to_thread(daemon.retry, job_id)
+
+    async def on_rig(name: str, conn: Connection, call: Any) -> Any:
+        log.info("rig %s asked by %s", name, conn.peer)
+        return await asyncio.wrap_future(daemon.rig_call(name, call))
+
+    def angles(rig: Rig) -> dict[str, float]:
+        rotor, turntable = rig.angles()
+        return {"rotor": rotor, "turntable": turntable}
+
+    async def rig_move(params: dict[str, Any], conn: Connection) -> Any:
+        p = Params(params, ("rotor", "turntable"))
+        rotor, turntable = p.number("rotor", -360, 360), p.number("turntable", -1e6, 1e6)
+        if rotor is None and turntable is None:
+            raise RpcError(INVALID_PARAMS, "invalid params: give rotor and/or turntable (degrees)")
+
+        def move(rig: Rig) -> dict[str, float]:
+            rig.move(rotor=rotor, turntable=turntable)
+            return angles(rig)
+
+        return await on_rig("move", conn, move)
+
+    async def rig_home(params: dict[str, Any], conn: Connection) -> Any:
+        Params(params, ())
+
+        def home(rig: Rig) -> dict[str, Any]:
+            return {"message": rig.home(), **angles(rig)}
+
+        return await on_rig("home", conn, home)
+
+    async def rig_light(params: dict[str, Any], conn: Connection) -> Any:
+        p = Params(params, ("on", "brightness"))
+        on = params.get("on")
+        if not isinstance(on, bool):
+            raise RpcError(INVALID_PARAMS, "invalid params: on must be true or false")
+        brightness = p.number("brightness", 0.0, 1.0)
+
+        def light(rig: Rig) -> dict[str, Any]:
+            if on:
+                rig.light.on(brightness)
+            else:
+                rig.light.off()
+            return {"on": rig.light.is_on, "brightness": rig.light.brightness}
+
+        return await on_rig("light", conn, light)
+
+    async def rig_capture(params: dict[str, Any], conn: Connection) -> Any:
+        p = Params(params, ("lens_position",))
+        lens = p.number("lens_position", 0.0, 100.0)
+        return await on_rig("capture", conn, lambda rig: _capture(rig, lens))
+
+    async def rig_turn(params: dict[str, Any], conn: Connection) -> Any:
+        p = Params(params, ("axis", "degrees"))
+        axis = str(p.text("axis", required=True, choices=("rotor", "turntable")))
+        degrees = p.number("degrees", -3600, 3600)
+        if degrees is None:
+            raise RpcError(INVALID_PARAMS, "invalid params: degrees is required")
+
+        def turn(rig: Rig) -> dict[str, float]:
+            rig.turn_by(axis, degrees)
+            return angles(rig)
+
+        return await on_rig("turn", conn, turn)
+
+    return {"status": status, "jobs": jobs, "job": job, "subscribe": subscribe, "scan": scan,
+            "cancel": cancel, "retry": retry, "rig.move": rig_move, "rig.home": rig_home,
+            "rig.light": rig_light, "rig.capture": rig_capture, "rig.turn": rig_turn}

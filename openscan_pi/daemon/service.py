@@ -1,0 +1,436 @@
+"""The daemon's core: every job, the rig's thread, the transfer workers, and the status.
+
+The rig belongs to one thread: it scans one job at a time, and runs the hand-driven rig commands
+between scans. As soon as a job's captures are on disk it goes to a transfer worker (at most
+``daemon.max_transfers`` at once) and the rig takes the next queued job: a scan never waits on the
+network. At start every unfinished job continues from its last durable step.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import fcntl
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from openscan_pi import __version__
+from openscan_pi.config import Config
+from openscan_pi.errors import InputError, UserError
+from openscan_pi.jobs.state import ACTIVE, NEEDS_RIG, JobState
+from openscan_pi.jobs.store import Job, JobBusy, JobStore
+
+if TYPE_CHECKING:
+    from openscan_pi.cloud.local import LocalCloud
+    from openscan_pi.rig.rig import Rig
+
+log = logging.getLogger(__name__)
+
+S = JobState
+TRANSFER_STATES = frozenset({S.UPLOADING, S.PROCESSING, S.DOWNLOADING})
+#: Upload progress is told to subscribers at most this often (durable steps always are).
+PROGRESS_INTERVAL_S = 0.2
+
+RigCall = Callable[["Rig"], Any]
+
+
+class Daemon:
+    """Jobs, the rig thread and the transfer workers; thread-safe. ``on_status(status)`` is
+    called (from any thread) on every change and progress step."""
+
+    def __init__(self, cfg: Config, *, on_status: Callable[[dict[str, Any]], None] | None = None,
+                 rig_factory: Callable[[Config], Rig] | None = None) -> None:
+        self.cfg = cfg
+        self.on_status = on_status or (lambda status: None)
+        self.store = JobStore(cfg.data_dir)
+        self.jobs: dict[str, Job] = {}
+        self.rig: Rig | None = None
+        self.stopping = threading.Event()
+        self._rig_factory = rig_factory
+        self._lock = threading.RLock()
+        self._running: dict[str, threading.Event] = {}  # job id -> its stop event
+        self._released: dict[str, threading.Event] = {}
+        self._cancelling: set[str] = set()
+        self._active: dict[str, Job] = {}
+        self._last: Job | None = None
+        self._seen: dict[str, str] = {}  # job id -> last state logged
+        self._eta: dict[str, tuple[str, float, float]] = {}  # job id -> (state, t0, value at t0)
+        self._rig_queue: queue.Queue[str | tuple[RigCall, concurrent.futures.Future] | None] = (
+            queue.Queue())
+        self._rig_job: str | None = None
+        self._rig_task: str | None = None
+        self._rig_stop = threading.Event()
+        self._rig_thread: threading.Thread | None = None
+        self._transfers = concurrent.futures.ThreadPoolExecutor(
+            cfg.daemon.max_transfers, thread_name_prefix="transfer")
+        self._local: LocalCloud | None = None
+        self._local_users = 0
+        self._progress_at = 0.0
+        self._lock_fd: int | None = None
+
+    # -- life -------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Lock the data folder, open the rig, and continue every unfinished job."""
+        data_dir = self.cfg.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(data_dir / "daemon.lock", os.O_RDWR | os.O_CREAT, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise UserError(f"another daemon uses {data_dir}: stop it first, or set "
+                            "daemon.data_dir to another folder") from None
+        self._lock_fd = fd
+        ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._rig_thread = threading.Thread(target=self._rig_main, args=(ready,), name="rig")
+        self._rig_thread.start()
+        ready.result()  # the rig's error, if it cannot be opened
+        for job in self.store.all():
+            self._adopt(job)
+        for job in sorted(self._active.values(), key=lambda j: float(j.data["created"])):
+            if job.state == S.SCANNING and self.cfg.jobs.resume_scan == "fail":
+                job.transition(S.FAILED, step="failed", error=(
+                    f"the scan was interrupted (the daemon restarted): `openscan-pi retry {job.id}` "
+                    "continues it at the first missing position"))
+                continue
+            log.info("job %s: continuing (%s)", job.id, job.state.value)
+            self._schedule(job)
+
+    def stop(self) -> None:
+        """Stop every job at its next safe point (each continues at the next start), close the
+        rig, release the data folder. Blocks until done."""
+        self.stopping.set()
+        with self._lock:
+            for event in self._running.values():
+                event.set()
+        self._rig_stop.set()
+        self._rig_queue.put(None)
+        self._transfers.shutdown(wait=True, cancel_futures=True)
+        if self._rig_thread is not None:
+            self._rig_thread.join()
+        if self._local is not None:
+            self._local.stop()
+            self._local = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # -- what callers ask -------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """The ``status`` result of the socket contract."""
+        with self._lock:
+            job = self._current()
+            busy = bool(self._active) or self._rig_task is not None
+            rig: dict[str, Any] = {"model": self.cfg.rig.model, "job": self._rig_job,
+                                   "task": self._rig_task}
+            if self.rig is not None:
+                rotor, turntable = self.rig.angles()
+                rig.update(rotor=round(rotor, 3), turntable=round(turntable, 3),
+                           light=self.rig.light.is_on)
+            return {"state": "busy" if busy else "idle", "version": __version__, "rig": rig,
+                    "job": self._public(job) if job else None,
+                    "queued": [j.id for j in self._active.values() if j.state == S.QUEUED],
+                    "transfers": [i for i in self._running if i != self._rig_job]}
+
+    def list_jobs(self) -> list[dict[str, Any]]:
+        """Every job, oldest first."""
+        with self._lock:
+            jobs = sorted(self.jobs.values(), key=lambda j: float(j.data["created"]))
+            return [self._public(j) for j in jobs]
+
+    def scan(self, positions: int, project: str | None) -> dict[str, Any]:
+        """Queue a new scan after the disk and token checks; returns the job."""
+        from openscan_pi.cloud.journal import Journal, sanitize_project
+        from openscan_pi.jobs.runner import preflight
+
+        if self.stopping.is_set():
+            raise UserError("the daemon is stopping")
+        name = sanitize_project(project) if project else None
+        if name and (Journal.find(self.cfg.data_dir, name)
+                     or any(j.data.get("project") == name for j in list(self.jobs.values()))):
+            raise InputError(f"project {name} exists already: choose another project name")
+        local = self._acquire_local()
+        try:
+            warnings = preflight(self.cfg, positions, local=local)
+        finally:
+            self._release_local()
+        for warning in warnings:
+            log.warning("%s", warning)
+        job = self.store.create(positions=positions, project=name,
+                                stack=self.cfg.camera.focus.stack)
+        self._adopt(job)
+        log.info("job %s: queued, %d positions, project %s", job.id, positions, job.data["project"])
+        self._schedule(job)
+        return self._public(job)
+
+    def cancel(self, job_id: str | None) -> tuple[str, threading.Event | None]:
+        """Cancel a job (the running one by default). Returns its id and an event set when it
+        has stopped, when it was running (None when it was cancelled at once)."""
+        with self._lock:
+            if job_id is None:
+                job_id = self._rig_job or next(iter(self._running), None) or next(
+                    iter(self._active), None)
+                if job_id is None:
+                    raise InputError("nothing to cancel: no job is running (`openscan-pi jobs` "
+                                     "lists them; `openscan-pi cancel JOB` cancels a failed one)")
+            job = self._job(job_id)
+            if job.state in (S.DONE, S.CANCELLED):
+                raise InputError(f"job {job.id} is {job.state.value}: nothing to cancel")
+            if job.id in self._running:
+                self._cancelling.add(job.id)
+                self._running[job.id].set()
+                return job.id, self._released[job.id]
+            job.transition(S.CANCELLED, step="cancelled")
+            return job.id, None
+
+    def retry(self, job_id: str) -> dict[str, Any]:
+        """Continue a failed job from its last durable step."""
+        from openscan_pi.jobs.runner import JobRunner
+
+        with self._lock:
+            job = self._job(job_id)
+            if job.state in (S.DONE, S.CANCELLED):
+                raise InputError(f"job {job.id} is {job.state.value}: nothing to retry")
+            if job.state != S.FAILED:
+                raise InputError(f"job {job.id} is {job.state.value} already: `openscan-pi status` "
+                                 "follows it")
+            JobRunner(self.cfg, job).resume()
+        log.info("job %s: retried (%s)", job.id, job.state.value)
+        self._schedule(job)
+        return self._public(job)
+
+    def job_public(self, job_id: str) -> dict[str, Any]:
+        """One job's object."""
+        return self._public(self._job(job_id))
+
+    def rig_call(self, name: str, call: RigCall) -> concurrent.futures.Future:
+        """Run ``call(rig)`` on the rig's thread, unless a scan has the rig."""
+        with self._lock:
+            waiting = [j.id for j in self._active.values() if j.state in NEEDS_RIG]
+            if self._rig_job or waiting:
+                raise UserError(f"the rig is busy scanning job {self._rig_job or waiting[0]}: wait "
+                                "for it, or `openscan-pi cancel`")
+            if self._rig_task is not None:
+                raise UserError(f"the rig is busy ({self._rig_task}): try again when it is done")
+            if self.stopping.is_set():
+                raise UserError("the daemon is stopping")
+            self._rig_task = name
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._rig_queue.put((call, future))
+        return future
+
+    # -- scheduling -------------------------------------------------------------------------------
+
+    def _job(self, job_id: str) -> Job:
+        if not isinstance(job_id, str) or job_id not in self.jobs:
+            raise InputError(f"no job {job_id}: `openscan-pi jobs` lists them")
+        return self.jobs[job_id]
+
+    def _adopt(self, job: Job) -> None:
+        with self._lock:
+            self.jobs[job.id] = job
+            self._seen[job.id] = job.state.value
+            if job.state in ACTIVE:
+                self._active[job.id] = job
+            if self._last is None or float(job.data["updated"]) >= float(self._last.data["updated"]):
+                self._last = job
+        job.on_change(self._changed)
+
+    def _schedule(self, job: Job) -> None:
+        if job.state in NEEDS_RIG:
+            self._rig_queue.put(job.id)
+        elif job.state in TRANSFER_STATES:
+            self._transfers.submit(self._transfer_job, job.id)
+
+    def _claim(self, job: Job, states: frozenset[JobState]) -> threading.Event | None:
+        with self._lock:
+            if self.stopping.is_set() or job.state not in states or job.id in self._running:
+                return None
+            self._running[job.id] = threading.Event()
+            self._released[job.id] = threading.Event()
+            return self._running[job.id]
+
+    def _release(self, job: Job) -> None:
+        with self._lock:
+            self._running.pop(job.id, None)
+            released = self._released.pop(job.id)
+            if job.id in self._cancelling:
+                self._cancelling.discard(job.id)
+                if job.state in ACTIVE or job.state == S.FAILED:
+                    job.transition(S.CANCELLED, step="cancelled")
+        released.set()
+
+    def _run(self, job: Job, phase: str, stop: threading.Event) -> None:
+        from openscan_pi.cloud.transfer import Cancelled
+        from openscan_pi.jobs.runner import JobRunner
+
+        local = self._acquire_local() if phase == "transfer" else None
+        try:
+            with job.hold():
+                runner = JobRunner(self.cfg, job, events=self._events(job), stop=stop,
+                                   rig=self.rig, local=local)
+                (runner.scan_phase if phase == "scan" else runner.transfer_phase)()
+        except JobBusy as exc:
+            log.warning("%s", exc)
+        except Cancelled:
+            log.info("job %s: stopped (%s)", job.id, job.state.value)
+        except UserError as exc:
+            log.warning("job %s failed: %s", job.id, exc)
+        except Exception as exc:  # a bug: the job fails with its images, the daemon carries on
+            log.exception("job %s: internal error", job.id)
+            if job.state in ACTIVE:
+                job.transition(S.FAILED, step="failed",
+                               error=f"internal error: {exc} (see the daemon's log)")
+        finally:
+            if local is not None:
+                self._release_local()
+            self._release(job)
+
+    def _scan_job(self, job_id: str) -> None:
+        job = self.jobs[job_id]
+        stop = self._claim(job, NEEDS_RIG)
+        if stop is None:
+            return
+        with self._lock:
+            self._rig_job = job.id
+        try:
+            self._run(job, "scan", stop)
+        finally:
+            with self._lock:
+                self._rig_job = None
+            self._notify()
+        if job.state in TRANSFER_STATES and not self.stopping.is_set():
+            self._schedule(job)
+
+    def _transfer_job(self, job_id: str) -> None:
+        job = self.jobs[job_id]
+        stop = self._claim(job, TRANSFER_STATES)
+        if stop is not None:
+            self._run(job, "transfer", stop)
+
+    def _rig_main(self, ready: concurrent.futures.Future) -> None:
+        try:
+            if self._rig_factory is not None:
+                self.rig = self._rig_factory(self.cfg)
+            else:
+                from openscan_pi.rig.rig import Rig
+
+                self.rig = Rig(self.cfg, cancel=threading.Event())
+        except BaseException as exc:
+            ready.set_exception(exc)
+            return
+        ready.set_result(None)
+        try:
+            while (task := self._rig_queue.get()) is not None:
+                if isinstance(task, str):
+                    self._scan_job(task)
+                    continue
+                call, future = task
+                self.rig.cancel = self._rig_stop
+                try:
+                    if future.set_running_or_notify_cancel():
+                        future.set_result(call(self.rig))
+                except BaseException as exc:
+                    future.set_exception(exc)
+                finally:
+                    with self._lock:
+                        self._rig_task = None
+                    self._notify()
+        finally:
+            self.rig.close()
+
+    def _acquire_local(self) -> LocalCloud | None:
+        if not self.cfg.cloud.is_local:
+            return None
+        from openscan_pi.cloud.transfer import start_local_cloud
+
+        with self._lock:
+            if self._local is None:
+                self._local = start_local_cloud(self.cfg)
+            self._local_users += 1
+            return self._local
+
+    def _release_local(self) -> None:
+        if not self.cfg.cloud.is_local:
+            return
+        with self._lock:
+            self._local_users -= 1
+            if self._local_users == 0 and self._local is not None:
+                self._local.stop()  # an idle daemon serves no local cloud
+                self._local = None
+
+    # -- telling ----------------------------------------------------------------------------------
+
+    def _changed(self, job: Job) -> None:
+        """A job changed durably: keep the groups, log transitions, tell the subscribers."""
+        with self._lock:
+            if job.state in ACTIVE:
+                self._active[job.id] = job
+            else:
+                self._active.pop(job.id, None)
+            self._last = job
+            before = self._seen.get(job.id)
+            self._seen[job.id] = job.state.value
+        if before != job.state.value:
+            extra = f": {job.data.get('error')}" if job.state == S.FAILED else ""
+            log.info("job %s: %s -> %s%s", job.id, before, job.state.value, extra,
+                     extra={"JOB_ID": job.id, "JOB_STATE": job.state.value,
+                            "PROJECT": job.data.get("project")})
+        self._notify()
+
+    def _events(self, job: Job) -> Callable[..., None]:
+        def events(event: str, **fields: Any) -> None:
+            if event in ("stage", "warning"):
+                (log.warning if event == "warning" else log.info)("job %s: %s", job.id,
+                                                                   fields.get("text"))
+            elif event == "upload":
+                now = time.monotonic()
+                if now - self._progress_at >= PROGRESS_INTERVAL_S or fields["done"] == fields["total"]:
+                    self._progress_at = now
+                    self._notify()
+
+        return events
+
+    def _notify(self) -> None:
+        try:
+            self.on_status(self.status())
+        except Exception:  # a listener must never break a job
+            log.exception("status listener failed")
+
+    def _current(self) -> Job | None:
+        if self._rig_job:
+            return self.jobs[self._rig_job]
+        for job_id in self._running:
+            return self.jobs[job_id]
+        for job in self._active.values():
+            return job
+        return self._last
+
+    def _public(self, job: Job) -> dict[str, Any]:
+        out = job.public()
+        out["eta_s"] = self._estimate(job.id, out)
+        return out
+
+    def _estimate(self, job_id: str, job: dict[str, Any]) -> float | None:
+        """Seconds left in the current state, from the rate since this daemon saw it begin."""
+        state = job["state"]
+        if state == "scanning":
+            done, total = float(job["captured"] or 0), float(job["positions"] or 0)
+        elif state == "uploading":
+            done, total = float(job["bytes_uploaded"] or 0), float(job["bytes_total"] or 0)
+        else:
+            self._eta.pop(job_id, None)
+            return None
+        now = time.monotonic()
+        seen = self._eta.get(job_id)
+        if seen is None or seen[0] != state or done < seen[2]:
+            self._eta[job_id] = (state, now, done)
+            return None
+        rate = (done - seen[2]) / (now - seen[1]) if now > seen[1] else 0.0
+        return round((total - done) / rate, 1) if rate > 0 else None
