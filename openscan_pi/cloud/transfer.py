@@ -386,6 +386,9 @@ class Transfer:
         self.emit("stage", text=f"downloading the model of {self.project}")
 
         def progress(done: int, total: int | None) -> None:
+            if self.stop.is_set():
+                raise Cancelled(f"stopped; run the same command again to continue project "
+                                f"{self.project}")
             self.emit("download", done=done, total=total)
 
         files = self._patient(lambda: fetch_model(

@@ -7,6 +7,7 @@ the line limit, and how requests, answers and notifications are spelt.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 #: A request line longer than this gets an error and the connection is closed.
@@ -71,12 +72,16 @@ def parse_request(line: bytes) -> tuple[Any, str, dict[str, Any], bool]:
         raise RpcError(PARSE_ERROR, "parse error: not UTF-8") from None
     except ValueError as exc:
         raise RpcError(PARSE_ERROR, f"parse error: {exc}") from None
+    except RecursionError:  # e.g. 30 000 nested brackets: bad input, not a bug of ours
+        raise RpcError(PARSE_ERROR, "parse error: nested too deeply") from None
     if not isinstance(obj, dict):
         raise RpcError(INVALID_REQUEST, "invalid request: expected a JSON object")
     request_id = obj.get("id")
+    # NaN and Infinity (which Python's json reads) cannot be echoed as JSON: refused as ids.
     if not (request_id is None or isinstance(request_id, (str, int, float))) or isinstance(
-            request_id, bool):
-        raise RpcError(INVALID_REQUEST, "invalid request: id must be a string, a number or null")
+            request_id, bool) or (isinstance(request_id, float) and not math.isfinite(request_id)):
+        raise RpcError(INVALID_REQUEST,
+                       "invalid request: id must be a string, a finite number or null")
     if obj.get("jsonrpc") != "2.0":
         raise RpcError(INVALID_REQUEST, 'invalid request: "jsonrpc" must be "2.0"', request_id)
     method = obj.get("method")

@@ -34,6 +34,9 @@ QUEUE_LIMIT = 256
 #: client sees the error instead of a reset.
 DRAIN_S = 1.0
 DRAIN_BYTES = 16 * 1024 * 1024
+#: Connections waiting to be accepted; beyond it a client's non-blocking connect gets EAGAIN.
+#: Given to asyncio too, which otherwise listens again with its default of 100 when serving starts.
+BACKLOG = 256
 #: sun_path is 108 bytes, with its terminating NUL.
 MAX_SOCKET_PATH = 107
 
@@ -162,7 +165,7 @@ def bind_socket(path: Path, group: str | None) -> socket.socket:
     os.chmod(path, 0o660)
     if gid >= 0:
         os.chown(path, -1, gid)
-    sock.listen(256)
+    sock.listen(BACKLOG)
     return sock
 
 
@@ -197,7 +200,8 @@ class RpcServer:
 
     async def start(self, sock: socket.socket) -> None:
         """Serve on ``sock`` (already listening)."""
-        self._server = await asyncio.start_unix_server(self._serve, sock=sock, limit=MAX_LINE)
+        self._server = await asyncio.start_unix_server(
+            self._serve, sock=sock, limit=MAX_LINE, backlog=BACKLOG)
 
     async def close(self) -> None:
         """Stop accepting, close every connection."""

@@ -226,12 +226,17 @@ class JobRunner:
 
     def transfer(self) -> None:
         """Upload (from the journal), start, poll, download the model into the job folder."""
-        began = time.perf_counter()
+        self._began = time.perf_counter()
+        self._spent_before = float(self.job.data.get("transfer_s") or 0.0)
         try:
             self._transfer()
         finally:
-            self.job.update(transfer_s=float(self.job.data.get("transfer_s") or 0.0)
-                            + time.perf_counter() - began)
+            if self.job.state != JobState.DONE:
+                self.job.update(transfer_s=self._transfer_s())
+
+    def _transfer_s(self) -> float:
+        """Seconds this job has spent uploading, processing and downloading, over all runs."""
+        return self._spent_before + time.perf_counter() - self._began
 
     def _transfer(self) -> None:
         from openscan_pi.cloud.journal import Journal
@@ -272,4 +277,5 @@ class JobRunner:
             if job.state == JobState.DOWNLOADING:
                 if not journal.reached("downloaded"):
                     t.download(job.model_dir)
-                job.transition(JobState.DONE, step="done", model_dir=str(job.model_dir))
+                job.transition(JobState.DONE, step="done", model_dir=str(job.model_dir),
+                               transfer_s=self._transfer_s())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import threading
 import time
@@ -19,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from openscan_pi.cloud.virtualzip import Member
-from openscan_pi.errors import UserError
+from openscan_pi.errors import DiskError, UserError
 from openscan_pi.fsutil import atomic_write_json, read_json
 from openscan_pi.jobs.state import JobState, check_transition
+
+log = logging.getLogger(__name__)
 
 #: The fields the socket contract promises in a job object, in that order.
 PUBLIC_FIELDS = ("id", "project", "state", "positions", "captured", "bytes_total",
@@ -124,9 +127,18 @@ class Job:
                 return
             if new == JobState.FAILED:
                 fields.setdefault("resume_state", self.state.value)
+            before = dict(self.data)
             self.data.update(fields)
             self.data["state"] = new.value
-            self._save()
+            try:
+                self._save()
+            except DiskError as exc:
+                if new != JobState.FAILED:
+                    self.data = before
+                    raise
+                # A full disk cannot take even the record of the failure: say it anyway; the
+                # record on disk keeps the last durable step, where a restart continues.
+                log.warning("job %s: %s; the failure is not on disk", self.id, exc)
         self._notify()
 
     def _save(self) -> None:
