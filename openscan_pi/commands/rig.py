@@ -1,7 +1,7 @@
 """Handlers of ``plan``, ``move``, ``home``, ``light``, ``capture`` and ``calibrate``.
 
-They drive the rig directly, in this process (the daemon, once it runs, owns the hardware and these
-commands will go through it).
+When a daemon listens, it owns the hardware and these commands go through it (``rig.*`` methods);
+with none, they drive the rig in this process.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from openscan_pi.commands.common import emit_json
+from openscan_pi.commands.daemon import daemon_for
 from openscan_pi.config import SYSTEM_CONFIG, Config, find_config_file, load_config
 from openscan_pi.errors import ConfigError, InputError
 from openscan_pi.fsutil import atomic_write_bytes
@@ -72,6 +73,13 @@ def move(args: argparse.Namespace, cfg: Config) -> int:
 
     if args.rotor is None and args.turntable is None:
         raise InputError("give --rotor DEG and/or --turntable DEG")
+    client = daemon_for(args, cfg)
+    if client is not None:
+        with client:
+            at = client.call("rig.move", {k: v for k, v in (("rotor", args.rotor),
+                                                             ("turntable", args.turntable))
+                                          if v is not None})
+        return _report(args, f"rotor {at['rotor']:.2f}°, turntable {at['turntable']:.2f}°", at)
     with Rig(cfg) as rig:
         rig.move(rotor=args.rotor, turntable=args.turntable)
         rotor, turntable = rig.angles()
@@ -83,6 +91,11 @@ def home(args: argparse.Namespace, cfg: Config) -> int:
     """``home``: find the endstop, or say where the start angle comes from."""
     from openscan_pi.rig.rig import Rig
 
+    client = daemon_for(args, cfg)
+    if client is not None:
+        with client:
+            result = client.call("rig.home")
+        return _report(args, result["message"], result)
     with Rig(cfg) as rig:
         message = rig.home()
         rotor, turntable = rig.angles()
@@ -95,6 +108,13 @@ def light(args: argparse.Namespace, cfg: Config) -> int:
 
     if args.brightness is not None and not 0.0 <= args.brightness <= 1.0:
         raise InputError("--brightness must be between 0 and 1")
+    client = daemon_for(args, cfg)
+    if client is not None:
+        params: dict[str, Any] = {"on": args.state == "on"}
+        if args.brightness is not None:
+            params["brightness"] = args.brightness
+        with client:
+            return _report(args, f"light {args.state}", client.call("rig.light", params))
     with Rig(cfg, camera=False) as rig:
         if args.state == "on":
             rig.light.on(args.brightness)
@@ -113,6 +133,9 @@ def capture(args: argparse.Namespace, cfg: Config) -> int:
         raise InputError(f"{path} is a folder: give a file name, e.g. {path / 'photo.jpg'}")
     if not path.parent.is_dir():
         raise InputError(f"{path.parent} does not exist: create it first")
+    client = daemon_for(args, cfg)
+    if client is not None:
+        return _capture_through(args, client, path)
     with Rig(cfg) as rig:
         shot = rig.capture(path, lens_position=args.lens_position)
     data = {"path": str(shot.path) if shot.path else None, "size": shot.size,
@@ -121,6 +144,25 @@ def capture(args: argparse.Namespace, cfg: Config) -> int:
     where = f"{shot.path} ({shot.size / 1e6:.1f} MB)" if shot.path else "the external camera"
     return _report(args, f"photo saved to {where} at rotor {shot.rotor:.1f}°, turntable "
                          f"{shot.turntable:.1f}°", data)
+
+
+def _capture_through(args: argparse.Namespace, client: Any, path: Path) -> int:
+    """``capture`` by the daemon: the photo comes back in the answer and is written here."""
+    import base64
+
+    with client:
+        result = client.call("rig.capture", {} if args.lens_position is None
+                             else {"lens_position": args.lens_position})
+    encoded = result.pop("jpeg_base64")
+    if encoded is None:
+        where = "the external camera"
+        result["path"] = None
+    else:
+        atomic_write_bytes(path, base64.b64decode(encoded))
+        where = f"{path} ({result['size'] / 1e6:.1f} MB)"
+        result["path"] = str(path)
+    return _report(args, f"photo saved to {where} at rotor {result['rotor']:.1f}°, turntable "
+                         f"{result['turntable']:.1f}°", result)
 
 
 def calibrate(args: argparse.Namespace, cfg: Config) -> int:
@@ -136,8 +178,13 @@ def calibrate(args: argparse.Namespace, cfg: Config) -> int:
             raise InputError("--write needs --measured M (how far the axis really turned)")
         from openscan_pi.rig.rig import Rig
 
-        with Rig(cfg, camera=False) as rig:
-            rig.turn_by(args.axis, degrees)
+        client = daemon_for(args, cfg)
+        if client is not None:
+            with client:
+                client.call("rig.turn", {"axis": args.axis, "degrees": degrees})
+        else:
+            with Rig(cfg, camera=False) as rig:
+                rig.turn_by(args.axis, degrees)
         return _report(args, (
             f"turned the {args.axis} by {degrees:g}° using steps_per_rev {old:g} "
             f"({round(degrees * old / 360)} steps). Measure how far it really turned, then run:\n"
