@@ -9,16 +9,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 from collections.abc import Sequence
 
 from openscan_pi import __version__
-from openscan_pi.config import SIMULATE_OVERRIDES, load_config
 from openscan_pi.errors import EX_INTERRUPTED, UserError
-from openscan_pi.logs import setup_logging
-
-log = logging.getLogger("openscan_pi")
 
 EPILOG = """\
 configuration: --config FILE, else $OPENSCAN_PI_CONFIG, else /etc/openscan-pi/config.yaml,
@@ -145,7 +140,7 @@ def _add_job_commands(sub: argparse._SubParsersAction) -> None:
                                     "upload at once; the images stay on disk.")
     cn.add_argument("job", metavar="JOB", nargs="?", help="the job id (see `openscan-pi jobs`)")
     _add_common(cn, simulate=False)
-    cn.set_defaults(handler="daemon.cancel")
+    cn.set_defaults(handler="daemon.cancel", light=True)
 
     st = sub.add_parser(
         "status", help="what the daemon is doing: state, job, progress, model",
@@ -157,7 +152,7 @@ def _add_job_commands(sub: argparse._SubParsersAction) -> None:
     st.add_argument("--watch", action="store_true",
                     help="follow every change until Ctrl-C (with --json: one object per line)")
     _add_common(st, simulate=False)
-    st.set_defaults(handler="daemon.status")
+    st.set_defaults(handler="daemon.status", light=True)
 
     dm = sub.add_parser(
         "daemon", help="run the service in the foreground (what systemd starts)",
@@ -252,17 +247,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``openscan-pi``; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(debug=args.debug)
+    light = getattr(args, "light", False)  # status, cancel: load the config only when needed
+    if args.debug or not light:
+        from openscan_pi.logs import setup_logging
+
+        setup_logging(debug=args.debug)
     try:
-        cfg = load_config(args.config,
-                          overrides=SIMULATE_OVERRIDES if getattr(args, "simulate", False) else None)
-        setup_logging(debug=args.debug, secrets=(cfg.cloud.token, cfg.cloud.password))
+        cfg = None
+        if not light:
+            from openscan_pi.config import SIMULATE_OVERRIDES, load_config
+
+            simulate = getattr(args, "simulate", False)
+            cfg = load_config(args.config, overrides=SIMULATE_OVERRIDES if simulate else None)
+            setup_logging(debug=args.debug, secrets=(cfg.cloud.token, cfg.cloud.password))
         module, _, name = args.handler.partition(".")
         handler = getattr(importlib.import_module(f"openscan_pi.commands.{module}"), name)
         return int(handler(args, cfg) or 0)
     except UserError as exc:
         if args.debug:
-            log.exception("failed")
+            import logging
+
+            logging.getLogger("openscan_pi").exception("failed")
         print(f"openscan-pi: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:

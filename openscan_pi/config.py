@@ -21,17 +21,17 @@ import types
 import typing
 from collections.abc import Mapping
 from importlib import resources
-from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
 from openscan_pi.errors import ConfigError
+from openscan_pi.paths import SYSTEM_CONFIG, find_config_file
 from openscan_pi.schema import RIG_MODELS, Config
 
-__all__ = ["Config", "ConfigError", "SIMULATE_OVERRIDES", "find_config_file", "load_config"]
+__all__ = ["SYSTEM_CONFIG", "Config", "ConfigError", "SIMULATE_OVERRIDES", "find_config_file",
+           "load_config"]
 
-SYSTEM_CONFIG = Path("/etc/openscan-pi/config.yaml")
 ENABLE_PINS = ("rig.rotor.enable_pin", "rig.turntable.enable_pin")
 
 
@@ -148,19 +148,6 @@ def _build(cls: type, data: Any, path: str) -> Any:
             _fail(where, problem)
         values[f.name] = value
     return cls(**values)
-
-
-def find_config_file(explicit: str | os.PathLike[str] | None,
-                     env: Mapping[str, str] | None = None) -> Path | None:
-    """The config file to read, in lookup order, or None for the built-in defaults only."""
-    env = os.environ if env is None else env
-    if explicit:
-        return Path(explicit)
-    if env.get("OPENSCAN_PI_CONFIG"):
-        return Path(env["OPENSCAN_PI_CONFIG"])
-    if SYSTEM_CONFIG.exists():
-        return SYSTEM_CONFIG
-    return None
 
 
 def load_config(path: str | os.PathLike[str] | None = None, *,

@@ -7,15 +7,15 @@ annotated file ``openscan_pi/data/openscan-pi.yaml`` and the rig profiles in
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-DEFAULT_DATA_DIR = "/var/lib/openscan-pi"
-DEFAULT_SOCKET = "/run/openscan-pi/openscan-pi.sock"
+from openscan_pi import paths
+from openscan_pi.paths import DEFAULT_DATA_DIR, DEFAULT_SOCKET, writable  # noqa: F401 (re-exported)
+
 RIG_MODELS = ("classic", "mini", "mini-v2", "midi", "simulated")
 
 Check = Callable[[Any], "str | None"]
@@ -296,28 +296,10 @@ class Config:
     def data_dir(self) -> Path:
         """``daemon.data_dir``, or ``~/.local/share/openscan-pi`` for a user who cannot write
         the default."""
-        configured = Path(self.daemon.data_dir).expanduser()
-        if self.daemon.data_dir == DEFAULT_DATA_DIR and not writable(configured):
-            base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-            return Path(base) / "openscan-pi"
-        return configured
+        return paths.data_dir(self.daemon.data_dir)
 
     @property
     def socket_path(self) -> Path:
         """``daemon.socket``, or ``$XDG_RUNTIME_DIR/openscan-pi/openscan-pi.sock`` for a user
         who cannot create the default."""
-        configured = Path(self.daemon.socket).expanduser()
-        runtime = os.environ.get("XDG_RUNTIME_DIR")
-        if self.daemon.socket == DEFAULT_SOCKET and runtime and not writable(configured.parent):
-            return Path(runtime) / "openscan-pi" / "openscan-pi.sock"
-        return configured
-
-
-def writable(path: Path) -> bool:
-    """True when ``path`` exists and is writable, or could be created by this user."""
-    probe = path
-    while not probe.exists():
-        if probe.parent == probe:
-            return False
-        probe = probe.parent
-    return os.access(probe, os.W_OK | os.X_OK)
+        return paths.socket_path(self.daemon.socket)

@@ -9,21 +9,40 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from openscan_pi.commands.common import emit_json
-from openscan_pi.config import Config
-from openscan_pi.daemon.client import DaemonClient, NotRunning, find_daemon, socket_candidates
+from openscan_pi.daemon.client import DaemonClient, NotRunning, find_daemon
 from openscan_pi.errors import InputError, UserError
+from openscan_pi.paths import quick_socket_candidates, socket_candidates
+
+if TYPE_CHECKING:
+    from openscan_pi.config import Config
 
 FINISHED = ("done", "failed", "cancelled")
 
 
-def candidates(cfg: Config) -> list:
+def candidates(cfg: Config) -> list[Path]:
     """The socket paths to look for the daemon on."""
-    from openscan_pi.schema import DEFAULT_SOCKET
+    return socket_candidates(cfg.daemon.socket)
 
-    return socket_candidates(cfg.socket_path, DEFAULT_SOCKET, cfg.daemon.socket)
+
+def _load(args: argparse.Namespace) -> Config:
+    from openscan_pi.config import load_config
+
+    return load_config(args.config)
+
+
+def quick_daemon(args: argparse.Namespace) -> tuple[DaemonClient | None, Config | None]:
+    """The running daemon, found without loading the whole config when that is safe (``status``
+    runs all day over SSH); else after loading it (a broken config is then reported)."""
+    quick = quick_socket_candidates(args.config)
+    client = find_daemon(quick) if quick else None
+    if client is not None:
+        return client, None
+    cfg = _load(args)
+    return find_daemon(candidates(cfg)), cfg
 
 
 def daemon_for(args: argparse.Namespace, cfg: Config) -> DaemonClient | None:
@@ -115,11 +134,12 @@ def render(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def status(args: argparse.Namespace, cfg: Config) -> int:
+def status(args: argparse.Namespace, cfg: Config | None) -> int:
     """``status [--watch] [--json]``: the daemon's state and its current or last job."""
-    client = find_daemon(candidates(cfg))
+    client, loaded = quick_daemon(args)
     if client is None:
-        raise NotRunning(f"the daemon is not running (nothing answers on {cfg.socket_path}): start "
+        assert loaded is not None
+        raise NotRunning(f"the daemon is not running (nothing answers on {loaded.socket_path}): start "
                          "it with `sudo systemctl start openscan-pi`, or `openscan-pi daemon`")
     with client:
         if not args.watch:
@@ -202,9 +222,9 @@ def follow(client: DaemonClient, cfg: Config, job_id: str, json_output: bool) ->
 # -- cancel -------------------------------------------------------------------------------------
 
 
-def cancel(args: argparse.Namespace, cfg: Config) -> int:
+def cancel(args: argparse.Namespace, cfg: Config | None) -> int:
     """``cancel [JOB]``: through the daemon, or on disk when no daemon runs."""
-    client = find_daemon(candidates(cfg))
+    client, loaded = quick_daemon(args)
     if client is not None:
         with client:
             job = client.call("cancel", {"job": args.job} if args.job else {})
@@ -215,7 +235,8 @@ def cancel(args: argparse.Namespace, cfg: Config) -> int:
         if not args.job:
             raise InputError("the daemon is not running: give the job to cancel "
                              "(`openscan-pi jobs` lists them)")
-        stored = JobStore(cfg.data_dir).load(args.job)
+        assert loaded is not None
+        stored = JobStore(loaded.data_dir).load(args.job)
         if stored.data["state"] in ("done", "cancelled"):
             raise InputError(f"job {stored.id} is {stored.data['state']}: nothing to cancel")
         with stored.hold():

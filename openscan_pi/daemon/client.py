@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,10 @@ class DaemonClient:
             raise NotRunning(f"the daemon is not running (nothing answers on {path}): start it "
                              "with `sudo systemctl start openscan-pi`, or `openscan-pi daemon`"
                              ) from None
+        except BlockingIOError:  # its listen backlog is full: it is there, just busy
+            if not cls._retry_connect(sock, path, timeout or 5.0):
+                sock.close()
+                raise NotRunning(f"the daemon on {path} is too busy to take a connection") from None
         except PermissionError:
             sock.close()
             raise UserError(f"no permission to talk to the daemon on {path}: add yourself to its "
@@ -60,6 +65,18 @@ class DaemonClient:
             sock.close()
             raise NotRunning(f"the daemon does not answer on {path}: {exc.strerror or exc}") from None
         return cls(sock, path)
+
+    @staticmethod
+    def _retry_connect(sock: socket.socket, path: Path, patience: float) -> bool:
+        deadline = time.monotonic() + patience
+        while time.monotonic() < deadline:
+            time.sleep(0.01)  # the backlog drains as the daemon accepts; nothing to wait on
+            try:
+                sock.connect(os.fspath(path))
+                return True
+            except BlockingIOError:
+                continue
+        return False
 
     def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
         """Send one request and return its result; :class:`DaemonError` for an error answer."""
@@ -114,15 +131,6 @@ class DaemonClient:
         if not isinstance(message, dict):
             raise UserError(f"the daemon on {self.path} sent something unexpected")
         return message
-
-
-def socket_candidates(configured: Path, default: str, configured_raw: str) -> list[Path]:
-    """Where to look for the daemon: the configured socket; with the default setting, also the
-    system socket (clients use it when it exists, even for a user whose own fallback differs)."""
-    paths = [configured]
-    if configured_raw == default and Path(default) != configured:
-        paths.insert(0, Path(default))
-    return paths
 
 
 def find_daemon(paths: list[Path], timeout: float | None = 30.0) -> DaemonClient | None:

@@ -1,0 +1,95 @@
+"""Where things are by default, and where a client looks for the daemon.
+
+Cheap to import on purpose (no YAML, no schema): ``openscan-pi status`` runs this on every call and
+only loads the whole configuration when it must.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+DEFAULT_DATA_DIR = "/var/lib/openscan-pi"
+DEFAULT_SOCKET = "/run/openscan-pi/openscan-pi.sock"
+SYSTEM_CONFIG = Path("/etc/openscan-pi/config.yaml")
+
+
+def find_config_file(explicit: str | os.PathLike[str] | None,
+                     env: Mapping[str, str] | None = None) -> Path | None:
+    """The config file to read, in lookup order, or None for the built-in defaults only."""
+    env = os.environ if env is None else env
+    if explicit:
+        return Path(explicit)
+    if env.get("OPENSCAN_PI_CONFIG"):
+        return Path(env["OPENSCAN_PI_CONFIG"])
+    if SYSTEM_CONFIG.exists():
+        return SYSTEM_CONFIG
+    return None
+
+
+def writable(path: Path) -> bool:
+    """True when ``path`` exists and is writable, or could be created by this user."""
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            return False
+        probe = probe.parent
+    return os.access(probe, os.W_OK | os.X_OK)
+
+
+def socket_path(configured: str) -> Path:
+    """``daemon.socket``, or ``$XDG_RUNTIME_DIR/openscan-pi/openscan-pi.sock`` for a user who
+    cannot create the default."""
+    path = Path(configured).expanduser()
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if configured == DEFAULT_SOCKET and runtime and not writable(path.parent):
+        return Path(runtime) / "openscan-pi" / "openscan-pi.sock"
+    return path
+
+
+def data_dir(configured: str) -> Path:
+    """``daemon.data_dir``, or ``~/.local/share/openscan-pi`` for a user who cannot write the
+    default."""
+    path = Path(configured).expanduser()
+    if configured == DEFAULT_DATA_DIR and not writable(path):
+        base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+        return Path(base) / "openscan-pi"
+    return path
+
+
+def socket_candidates(configured: str) -> list[Path]:
+    """Where to look for the daemon: the configured socket; with the default setting, the system
+    socket first (clients use it when it exists, even for a user whose own fallback differs)."""
+    paths = [socket_path(configured)]
+    if configured == DEFAULT_SOCKET and Path(DEFAULT_SOCKET) != paths[0]:
+        paths.insert(0, Path(DEFAULT_SOCKET))
+    return paths
+
+
+def quick_socket_candidates(explicit: str | None) -> list[Path] | None:
+    """The socket paths to try before (instead of) loading and validating the whole config, or
+    None when only a full load can tell.
+
+    A config file that does not mention ``socket`` cannot move the socket; one that does is read
+    for that one key.
+    """
+    chosen = find_config_file(explicit)
+    configured: Any = DEFAULT_SOCKET
+    if chosen is not None:
+        try:
+            text = chosen.read_text("utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
+        if "socket" in text:
+            import yaml
+
+            try:
+                data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+                configured = data["daemon"]["socket"]
+            except Exception:  # anything unusual: the full load explains it
+                return None
+            if not isinstance(configured, str) or not configured.startswith(("/", "~")):
+                return None
+    return socket_candidates(configured)
