@@ -22,6 +22,9 @@ cloud.token.
 
 examples:
   openscan-pi scan --positions 100 --simulate
+  openscan-pi daemon --simulate            (then, in another terminal:)
+  openscan-pi scan --positions 60 --wait
+  openscan-pi status --watch
   openscan-pi plan --positions 100
   openscan-pi move --rotor 30 --turntable 90
   openscan-pi capture /tmp/test.jpg --simulate
@@ -94,6 +97,18 @@ def build_parser() -> argparse.ArgumentParser:
     dl.set_defaults(handler="cloud.download")
     _add_job_commands(sub)
     _add_rig_commands(sub)
+
+    dr = sub.add_parser(
+        "doctor", help="check the setup: config, GPIO, camera, groups, daemon, disk, cloud, clock",
+        description="Check what a scan needs, one line each with the fix for what is wrong: "
+                    "config, pins, camera, groups, socket, data_dir, cloud, token, clock. Nothing "
+                    "moves and no photo is taken. Exit status 0 when no check failed (warnings "
+                    "allowed), 1 otherwise.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  openscan-pi doctor\n"
+               "  openscan-pi doctor --json | jq '.checks[] | select(.status != \"ok\")'\n")
+    _add_common(dr)
+    dr.set_defaults(handler="doctor.doctor")
     return parser
 
 

@@ -22,17 +22,25 @@ class MaskSecrets(logging.Filter):
         return True
 
 
-def setup_logging(*, debug: bool = False, secrets: Iterable[str] = (), service: bool = False) -> None:
+def setup_logging(*, debug: bool = False, secrets: Iterable[str] = (), service: bool = False,
+                  journal: bool = False) -> None:
     """Warnings (everything with ``debug``) to stderr as ``openscan-pi: ...`` lines; for the
-    ``service`` (the daemon), everything from INFO up, with time and level."""
+    ``service`` (the daemon), everything from INFO up, with time and level, or to the systemd
+    journal with its structured fields when ``journal`` (and systemd-python is there)."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, "_openscan", False):
             root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
+    handler: logging.Handler = logging.StreamHandler(sys.stderr)
+    if journal:
+        from openscan_pi.daemon.systemd import journal_handler
+
+        handler = journal_handler() or handler
     handler._openscan = True  # type: ignore[attr-defined]
     if debug:
         fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    elif journal and not isinstance(handler, logging.StreamHandler):
+        fmt = "%(message)s"  # the journal keeps time, level (PRIORITY) and logger itself
     elif service:
         fmt = "%(asctime)s %(levelname)s %(message)s"
     else:

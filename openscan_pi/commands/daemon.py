@@ -62,12 +62,21 @@ def daemon_for(args: argparse.Namespace, cfg: Config) -> DaemonClient | None:
     return None
 
 
-def daemon(args: argparse.Namespace, cfg: Config) -> int:
+def daemon(args: argparse.Namespace, cfg: Config | None) -> int:
     """``daemon``: run the service in the foreground, logging to stderr."""
+    from openscan_pi.config import SIMULATE_OVERRIDES, load_config
     from openscan_pi.daemon.main import run
+    from openscan_pi.daemon.systemd import under_journal
     from openscan_pi.logs import setup_logging
 
-    setup_logging(debug=args.debug, secrets=(cfg.cloud.token, cfg.cloud.password), service=True)
+    assert cfg is not None
+    setup_logging(debug=args.debug, secrets=(cfg.cloud.token, cfg.cloud.password), service=True,
+                  journal=under_journal())
+
+    def reload() -> Config:
+        return load_config(args.config, overrides=SIMULATE_OVERRIDES if args.simulate else None)
+
+    return run(cfg, reload)
     return run(cfg)
 
 

@@ -1,7 +1,10 @@
 """``openscan-pi daemon``: bind the socket, start the :class:`Daemon`, serve until SIGTERM/SIGINT.
 
-On a stop signal every job stops at its next safe point and stays in its state; the next start
-continues it. The socket file is removed on the way out (unless systemd handed it over).
+On a stop signal every job stops at its next safe point (a move within one step) and stays in
+its state; the rig's drivers are disabled; the next start continues every job. SIGHUP reloads the
+config when the daemon is idle (an invalid config, or a running job, is refused with a log line
+and the old config kept). Under systemd: READY, STATUS, WATCHDOG (fed from this event loop, so a
+hung loop starves it), STOPPING.
 """
 
 from __future__ import annotations
@@ -11,54 +14,130 @@ import contextlib
 import logging
 import signal
 import socket
+import threading
+from collections.abc import Callable
+from typing import Any
 
 from openscan_pi.config import Config
 from openscan_pi.daemon import protocol
 from openscan_pi.daemon.methods import make_methods
 from openscan_pi.daemon.server import RpcServer, bind_socket, systemd_socket
 from openscan_pi.daemon.service import Daemon
+from openscan_pi.daemon.systemd import Notifier, status_line
+from openscan_pi.errors import UserError
 
 log = logging.getLogger(__name__)
 
+#: How long a stop may take before the remaining threads are left behind (systemd allows more).
+STOP_TIMEOUT_S = 4.0
 
-async def serve(cfg: Config) -> int:
-    """Run the daemon until a stop signal; returns the exit status."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    handed = systemd_socket()
-    path = cfg.socket_path
-    sock: socket.socket = handed or bind_socket(path, cfg.daemon.socket_group)
-    server: RpcServer | None = None
 
-    def tell(status: dict) -> None:
-        if server is not None:
+class Service:
+    """The daemon process: socket, :class:`Daemon`, signals, systemd notifications.
+
+    ``load`` re-reads the configuration (SIGHUP). ``signals=False`` lets a test run the service
+    in a thread (signal handlers belong to the main thread).
+    """
+
+    def __init__(self, cfg: Config, load: Callable[[], Config] | None = None, *,
+                 signals: bool = True, notifier: Notifier | None = None) -> None:
+        self.cfg = cfg
+        self.load = load
+        self.signals = signals
+        self.notifier = notifier or Notifier()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.server: RpcServer | None = None
+        self.daemon: Daemon | None = None
+        self._stop: asyncio.Event | None = None
+        self.ready = threading.Event()  #: set once the socket answers
+
+    def request_stop(self) -> None:
+        """Stop as SIGTERM does (thread-safe)."""
+        if self.loop is not None and self._stop is not None:
+            self.loop.call_soon_threadsafe(self._stop.set)
+
+    def _tell(self, status: dict[str, Any]) -> None:
+        """From any thread: status to the subscribers, and a STATUS= line to systemd."""
+        self.notifier.status(status_line(status))
+        if self.server is not None and self.loop is not None:
             line = protocol.notification("status", status)
             with contextlib.suppress(RuntimeError):  # the loop has closed: nobody listens
-                loop.call_soon_threadsafe(server.broadcast, line)
+                self.loop.call_soon_threadsafe(self.server.broadcast, line)
 
-    daemon = Daemon(cfg, on_status=tell)
-    try:
-        await loop.run_in_executor(None, daemon.start)
-        server = RpcServer(make_methods(daemon))
-        await server.start(sock)
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        where = sock.getsockname() if handed else path
-        log.info("openscan-pi daemon listening on %s (rig %s, cloud %s, data %s)", where,
-                 cfg.rig.model, cfg.cloud.url, cfg.data_dir)
-        await stop.wait()
-        log.info("stopping: every job continues at the next start")
-    finally:
-        if server is not None:
-            await server.close()
-        await loop.run_in_executor(None, daemon.stop)
-        sock.close()
-        if handed is None:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-    return 0
+    async def run(self) -> int:
+        """Serve until stopped; returns the exit status."""
+        self.loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        handed = systemd_socket()
+        path = self.cfg.socket_path
+        sock: socket.socket = handed or bind_socket(path, self.cfg.daemon.socket_group)
+        daemon = self.daemon = Daemon(self.cfg, on_status=self._tell,
+                                      on_slow_start=self.notifier.extend_timeout)
+        watchdog: asyncio.Task | None = None
+        try:
+            await self.loop.run_in_executor(None, daemon.start)
+            self.server = RpcServer(make_methods(daemon))
+            await self.server.start(sock)
+            if self.signals:
+                for signum in (signal.SIGTERM, signal.SIGINT):
+                    self.loop.add_signal_handler(signum, self._stop.set)
+                self.loop.add_signal_handler(signal.SIGHUP, self._reload)
+            where = sock.getsockname() if handed else path
+            log.info("openscan-pi daemon listening on %s (rig %s, cloud %s, data %s)", where,
+                     self.cfg.rig.model, self.cfg.cloud.url, self.cfg.data_dir)
+            self.notifier.ready(status_line(daemon.status()))
+            interval = self.notifier.watchdog_interval()
+            if interval:
+                watchdog = asyncio.create_task(self._feed_watchdog(interval))
+            self.ready.set()
+            await self._stop.wait()
+            log.info("stopping: every job continues at the next start")
+            self.notifier.stopping()
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+            if self.server is not None:
+                await self.server.close()
+            await self.loop.run_in_executor(None, daemon.stop, STOP_TIMEOUT_S)
+            sock.close()
+            if handed is None:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+        return 0
+
+    async def _feed_watchdog(self, interval: float) -> None:
+        """WATCHDOG=1 every ``interval`` from this loop; a dead worker thread starves it too."""
+        assert self.daemon is not None
+        while True:
+            if self.daemon.healthy():
+                self.notifier.watchdog()
+            else:
+                log.error("a worker thread has died: no more watchdog pings, systemd restarts us")
+            await asyncio.sleep(interval)
+
+    def _reload(self) -> None:
+        """SIGHUP: read the config again and take it when idle."""
+        assert self.loop is not None
+        self.loop.create_task(self._reload_now())
+
+    async def _reload_now(self) -> None:
+        assert self.daemon is not None and self.loop is not None
+        source = self.cfg.source or "the built-in defaults"
+        try:
+            if self.load is None:
+                raise UserError("this daemon was started without a way to reload")
+            cfg = await self.loop.run_in_executor(None, self.load)
+            await asyncio.wrap_future(self.daemon.reload(cfg))
+        except UserError as exc:
+            log.error("config reload refused, keeping the old config: %s", exc)
+        except Exception as exc:
+            log.error("config reload failed, keeping the old config: %s", exc)
+        else:
+            self.cfg = cfg
+            log.info("config reloaded from %s", cfg.source or source)
+        self._tell(self.daemon.status())
 
 
-def run(cfg: Config) -> int:
+def run(cfg: Config, load: Callable[[], Config] | None = None) -> int:
     """The ``daemon`` command."""
-    return asyncio.run(serve(cfg))
+    return asyncio.run(Service(cfg, load).run())

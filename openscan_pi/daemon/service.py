@@ -43,9 +43,12 @@ class Daemon:
     called (from any thread) on every change and progress step."""
 
     def __init__(self, cfg: Config, *, on_status: Callable[[dict[str, Any]], None] | None = None,
-                 rig_factory: Callable[[Config], Rig] | None = None) -> None:
+                 rig_factory: Callable[[Config], Rig] | None = None,
+                 on_slow_start: Callable[[float], None] | None = None) -> None:
         self.cfg = cfg
+        self.loaded_at = time.time()
         self.on_status = on_status or (lambda status: None)
+        self._on_slow_start = on_slow_start or (lambda seconds: None)
         self.store = JobStore(cfg.data_dir)
         self.jobs: dict[str, Job] = {}
         self.rig: Rig | None = None
@@ -65,8 +68,8 @@ class Daemon:
         self._rig_task: str | None = None
         self._rig_stop = threading.Event()
         self._rig_thread: threading.Thread | None = None
-        self._transfers = concurrent.futures.ThreadPoolExecutor(
-            cfg.daemon.max_transfers, thread_name_prefix="transfer")
+        self._transfer_queue: queue.Queue[str | None] = queue.Queue()
+        self._transfer_threads: list[threading.Thread] = []
         self._local: LocalCloud | None = None
         self._local_users = 0
         self._progress_at = 0.0
@@ -87,9 +90,17 @@ class Daemon:
                             "daemon.data_dir to another folder") from None
         self._lock_fd = fd
         ready: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self._rig_thread = threading.Thread(target=self._rig_main, args=(ready,), name="rig")
+        # Daemon threads: a stop must never wait on a network call that hangs; every job is
+        # durable at each step, so what such a thread was doing continues at the next start.
+        self._rig_thread = threading.Thread(target=self._rig_main, args=(ready,), name="rig",
+                                            daemon=True)
         self._rig_thread.start()
         ready.result()  # the rig's error, if it cannot be opened
+        for number in range(self.cfg.daemon.max_transfers):
+            thread = threading.Thread(target=self._transfer_main, name=f"transfer-{number}",
+                                      daemon=True)
+            thread.start()
+            self._transfer_threads.append(thread)
         for job in self.store.all():
             self._adopt(job)
         for job in sorted(self._active.values(), key=lambda j: float(j.data["created"])):
@@ -101,18 +112,25 @@ class Daemon:
             log.info("job %s: continuing (%s)", job.id, job.state.value)
             self._schedule(job)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 4.0) -> None:
         """Stop every job at its next safe point (each continues at the next start), close the
-        rig, release the data folder. Blocks until done."""
+        rig (drivers disabled), release the data folder. Waits at most ``timeout`` seconds for
+        the threads; one still stuck in a network call is left to die with the process."""
         self.stopping.set()
         with self._lock:
             for event in self._running.values():
                 event.set()
         self._rig_stop.set()
         self._rig_queue.put(None)
-        self._transfers.shutdown(wait=True, cancel_futures=True)
-        if self._rig_thread is not None:
-            self._rig_thread.join()
+        for _ in self._transfer_threads:
+            self._transfer_queue.put(None)
+        deadline = time.monotonic() + timeout
+        for thread in [self._rig_thread, *self._transfer_threads]:
+            if thread is not None:
+                thread.join(max(0.0, deadline - time.monotonic()))
+                if thread.is_alive():
+                    log.warning("%s did not stop in time; its job continues at the next start",
+                                thread.name)
         if self._local is not None:
             self._local.stop()
             self._local = None
@@ -134,6 +152,7 @@ class Daemon:
                 rig.update(rotor=round(rotor, 3), turntable=round(turntable, 3),
                            light=self.rig.light.is_on)
             return {"state": "busy" if busy else "idle", "version": __version__, "rig": rig,
+                    "config": {"source": self.cfg.source, "loaded": self.loaded_at},
                     "job": self._public(job) if job else None,
                     "queued": [j.id for j in self._active.values() if j.state == S.QUEUED],
                     "transfers": [i for i in self._running if i != self._rig_job]}
@@ -246,7 +265,7 @@ class Daemon:
         if job.state in NEEDS_RIG:
             self._rig_queue.put(job.id)
         elif job.state in TRANSFER_STATES:
-            self._transfers.submit(self._transfer_job, job.id)
+            self._transfer_queue.put(job.id)
 
     def _claim(self, job: Job, states: frozenset[JobState]) -> threading.Event | None:
         with self._lock:
@@ -308,6 +327,11 @@ class Daemon:
         if job.state in TRANSFER_STATES and not self.stopping.is_set():
             self._schedule(job)
 
+    def _transfer_main(self) -> None:
+        while (job_id := self._transfer_queue.get()) is not None:
+            if not self.stopping.is_set():
+                self._transfer_job(job_id)
+
     def _transfer_job(self, job_id: str) -> None:
         job = self.jobs[job_id]
         stop = self._claim(job, TRANSFER_STATES)
@@ -322,7 +346,10 @@ class Daemon:
                 from openscan_pi.rig.rig import Rig
 
                 self.rig = Rig(self.cfg, cancel=threading.Event())
+            self._start_camera(self.rig)
         except BaseException as exc:
+            if self.rig is not None:
+                self.rig.close()
             ready.set_exception(exc)
             return
         ready.set_result(None)
@@ -344,6 +371,50 @@ class Daemon:
                     self._notify()
         finally:
             self.rig.close()
+
+    def _start_camera(self, rig: Rig) -> None:
+        """Open the camera once, for the daemon's life (a real one may take seconds to settle)."""
+        if rig.camera is None:
+            return
+        self._on_slow_start(60.0)
+        rig.start_camera()
+        rig.light.off()
+
+    def healthy(self) -> bool:
+        """False when a worker thread has died (then the watchdog should stop being fed)."""
+        threads = [self._rig_thread, *self._transfer_threads]
+        return self.stopping.is_set() or all(t is not None and t.is_alive() for t in threads)
+
+    def reload(self, cfg: Config) -> concurrent.futures.Future:
+        """Take ``cfg`` when idle: reopen the rig with it on the rig's thread. Raises
+        :class:`UserError` when a job is running or a setting needs a restart; the future fails
+        (and the old config stays) when the rig cannot be opened with the new one."""
+        with self._lock:
+            if self._active:
+                raise UserError(f"job {next(iter(self._active))} is running: send SIGHUP again "
+                                "when the daemon is idle")
+        for key in ("socket", "data_dir", "socket_group", "max_transfers"):
+            if getattr(cfg.daemon, key) != getattr(self.cfg.daemon, key):
+                raise UserError(f"daemon.{key} changed: that needs a restart "
+                                "(`sudo systemctl restart openscan-pi`)")
+
+        def swap(rig: Rig) -> str:
+            from openscan_pi.rig.rig import Rig as RigClass
+
+            old_cfg = self.cfg
+            rig.close()
+            try:
+                new = (self._rig_factory or (lambda c: RigClass(c, cancel=threading.Event())))(cfg)
+                self._start_camera(new)
+            except BaseException:
+                self.rig = (self._rig_factory or (lambda c: RigClass(c, cancel=threading.Event()))
+                            )(old_cfg)
+                self._start_camera(self.rig)
+                raise
+            self.rig, self.cfg, self.loaded_at = new, cfg, time.time()
+            return "reloaded"
+
+        return self.rig_call("reload", swap)
 
     def _acquire_local(self) -> LocalCloud | None:
         if not self.cfg.cloud.is_local:
