@@ -14,6 +14,7 @@ import contextlib
 import logging
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +29,8 @@ from openscan_pi.errors import UserError
 
 log = logging.getLogger(__name__)
 
+#: How long another thread may hold the GIL before the event loop gets it (Python's default: 5 ms).
+SWITCH_INTERVAL_S = 0.0005
 #: How long a stop may take before the remaining threads are left behind (systemd allows more).
 STOP_TIMEOUT_S = 4.0
 
@@ -68,6 +71,9 @@ class Service:
         """Serve until stopped; returns the exit status."""
         self.loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        # The rig and transfer threads hold the GIL for up to the switch interval (5 ms by
+        # default) before the event loop may answer a client; a shorter one keeps answers prompt.
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         handed = systemd_socket()
         path = self.cfg.socket_path
         sock: socket.socket = handed or bind_socket(path, self.cfg.daemon.socket_group)

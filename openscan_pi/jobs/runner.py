@@ -173,20 +173,22 @@ class JobRunner:
             self.rig.cancel = self.stop
         with contextlib.nullcontext(self.rig) if self.rig else Rig(self.cfg, cancel=self.stop) as rig:
             job.update(step="homing")
+            timings = {"motion_s": float(job.data.get("motion_s") or 0.0),
+                       "capture_s": float(job.data.get("capture_s") or 0.0)}
+            began = time.perf_counter()
             message = rig.home()
+            timings["motion_s"] += time.perf_counter() - began  # homing is motion too
             log.info("%s", message)
             positions = self._plan(rig.angles())
             info = rig.start_camera()
             lenses = lens_positions(self.cfg.camera.focus, bool(info.get("has_autofocus")))
             done = {(c.position, c.shot) for c in job.captures()}
             total = len(positions)
-            timings = {"motion_s": float(job.data.get("motion_s") or 0.0),
-                       "capture_s": float(job.data.get("capture_s") or 0.0)}
             for index, pos in enumerate(positions):
                 if all((index, k) in done for k in range(len(lenses))):
                     continue
                 self._check_stop()
-                job.update(step=f"capturing {index + 1}/{total}")
+                job.progress(step=f"capturing {index + 1}/{total}")  # the capture is the step
                 began = time.perf_counter()
                 rig.move(rotor=pos["rotor"], turntable=pos["turntable"])
                 self.stop.wait(self.cfg.rig.settle_s * rig.time_scale)
@@ -201,9 +203,8 @@ class JobRunner:
                     job.add_capture(Capture(position=index, shot=shot_no, file=name,
                                             size=shot.size, crc32=shot.crc32, rotor=shot.rotor,
                                             turntable=shot.turntable,
-                                            lens_position=shot.lens_position))
-                job.update(**timings)
-                self.emit("scan", done=len({c.position for c in job.captures()}), total=total)
+                                            lens_position=shot.lens_position), **timings)
+                self.emit("scan", done=int(job.data["captured"]), total=total)
             rig.light.off()
         job.transition(JobState.UPLOADING, step="packaging")
 
@@ -217,7 +218,7 @@ class JobRunner:
 
     def _events(self, event: str, **fields: Any) -> None:
         if event == "upload":
-            self.job.data["bytes_uploaded"] = fields["done"]  # progress: not a durable step
+            self.job.progress(bytes_uploaded=fields["done"])  # not a durable step
         elif event == "part":
             self.job.update(step=f"uploading part {fields['part'] + 1}/{fields['parts']}")
         elif event == "status":

@@ -63,6 +63,11 @@ class Job:
         self.data = data
         self._lock = threading.RLock()
         self._listeners: list[Callable[[Job], None]] = []
+        self._published: dict[str, Any] = {}
+        if data.get("state") in ("queued", "scanning", "failed") and (
+                folder / "images" / "manifest.json").exists():
+            self._count([c.__dict__ for c in self.captures()])  # captures since the last write
+        self._publish()
 
     # -- the record -------------------------------------------------------------------------
 
@@ -87,11 +92,20 @@ class Job:
         return self.folder / "model"
 
     def public(self) -> dict[str, Any]:
-        """The job object of the socket contract, plus ``step`` (the finer state)."""
+        """The job object of the socket contract, plus ``step`` (the finer state): what is on
+        disk (plus progress), read without waiting for a write in progress."""
+        return dict(self._published)
+
+    def _publish(self) -> None:
+        published = {k: self.data.get(k) for k in PUBLIC_FIELDS}
+        published["step"] = self.data.get("step")
+        self._published = published  # one reference swap: readers never see half of it
+
+    def progress(self, **fields: Any) -> None:
+        """Progress that is not a durable step (bytes sent of a part): told, not written."""
         with self._lock:
-            out = {k: self.data.get(k) for k in PUBLIC_FIELDS}
-            out["step"] = self.data.get("step")
-            return out
+            self.data.update(fields)
+            self._publish()
 
     @contextlib.contextmanager
     def hold(self) -> Iterator[None]:
@@ -139,11 +153,13 @@ class Job:
                 # A full disk cannot take even the record of the failure: say it anyway; the
                 # record on disk keeps the last durable step, where a restart continues.
                 log.warning("job %s: %s; the failure is not on disk", self.id, exc)
+                self._publish()
         self._notify()
 
     def _save(self) -> None:
         self.data["updated"] = time.time()
         atomic_write_json(self.folder / "job.json", self.data)
+        self._publish()
 
     def _notify(self) -> None:
         for listener in list(self._listeners):
@@ -158,18 +174,23 @@ class Job:
             return []
         return [Capture(**entry) for entry in read_json(path)]
 
-    def add_capture(self, capture: Capture) -> None:
-        """Record an image that is already on disk (written atomically) in the manifest."""
+    def add_capture(self, capture: Capture, **fields: Any) -> None:
+        """Record an image that is already on disk (written atomically) in the manifest, with
+        ``fields`` (e.g. timings). The manifest is the durable record of the captures; the job
+        record takes the count at its next write (and recounts from the manifest when loaded),
+        which spares a second fsync'd write per photo."""
         with self._lock:
             entries = [c.__dict__ for c in self.captures()]
             entries.append(dict(capture.__dict__))
             atomic_write_json(self.images / "manifest.json", entries)
-            done = {(e["position"], e["shot"]) for e in entries}
-            positions = {p for p, _ in done}
-            self.data["captured"] = len(positions)
-            self.data["bytes_total"] = sum(e["size"] for e in entries)
-            self._save()
+            self.data.update(fields)
+            self._count(entries)
+            self._publish()
         self._notify()
+
+    def _count(self, entries: list[dict[str, Any]]) -> None:
+        self.data["captured"] = len({e["position"] for e in entries})
+        self.data["bytes_total"] = sum(e["size"] for e in entries)
 
 
 class JobStore:
