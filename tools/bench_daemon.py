@@ -538,15 +538,11 @@ class ScanResult:
         return self.wall_s / self.accounted_s - 1
 
     @property
-    def overhead_without_homing(self) -> float:
-        """(wall - homing) / accounted - 1: homing moves the rig but is not in motion_s."""
-        return (self.wall_s - self.phases.get(HOMING, 0.0)) / self.accounted_s - 1
-
-    @property
     def loop_extra_s(self) -> float | None:
-        """Capture loop time not in motion_s or capture_s (the job's bookkeeping, notifications)."""
+        """Homing and capture loop time not in motion_s or capture_s (the job's bookkeeping,
+        notifications); motion_s counts homing."""
         loop = self.phases.get(LOOP)
-        return None if loop is None else loop - self.motion_s - self.capture_s
+        return None if loop is None else loop + self.phases.get(HOMING, 0.0) - self.motion_s - self.capture_s
 
 
 def run_scan(daemon: Daemon, positions: int) -> ScanResult:
@@ -652,16 +648,14 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
         names = ["motion_s (moves + settle)", "capture_s", "transfer_s", "sum",
                  "wall, job.json created → done", "wall, seen by the client (scan request → done)"]
         names += list(dict.fromkeys(f"phase: {k}" for s in scans for k in s.phases))
-        names += ["capture loop − motion_s − capture_s, per position", "overhead without homing"]
+        names += ["homing + capture loop − motion_s − capture_s, per position"]
 
         def value(s: ScanResult, name: str) -> str:
             fixed = {"motion_s (moves + settle)": s.motion_s, "capture_s": s.capture_s,
                      "transfer_s": s.transfer_s, "sum": s.accounted_s,
                      "wall, job.json created → done": s.wall_s,
                      "wall, seen by the client (scan request → done)": s.client_wall_s}
-            if name == "overhead without homing":
-                return f"{s.overhead_without_homing * 100:.1f} %"
-            if name.startswith("capture loop −"):
+            if name.startswith("homing + capture loop −"):
                 return f"{s.loop_extra_s / s.positions * 1e3:.1f} ms" if s.loop_extra_s is not None else ""
             v = fixed.get(name, s.phases.get(name.removeprefix("phase: ")))
             return "" if v is None else f"{v:.3f}"
@@ -685,7 +679,6 @@ def as_json(results: dict[str, Any]) -> dict[str, Any]:
         out["cli"] = results["cli"].__dict__
     if "scan" in results:
         out["scan"] = [{**s.__dict__, "accounted_s": s.accounted_s, "overhead": s.overhead,
-                        "overhead_without_homing": s.overhead_without_homing,
                         "loop_extra_s": s.loop_extra_s} for s in results["scan"]]
     return out
 

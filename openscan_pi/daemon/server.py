@@ -164,7 +164,13 @@ def bind_socket(path: Path, group: str | None) -> socket.socket:
         os.umask(old)
     os.chmod(path, 0o660)
     if gid >= 0:
-        os.chown(path, -1, gid)
+        try:
+            os.chown(path, -1, gid)
+        except PermissionError:
+            sock.close()
+            path.unlink(missing_ok=True)
+            raise UserError(f"daemon.socket_group: cannot give {path} to group {group}: the "
+                            "daemon's user must be a member of it") from None
     sock.listen(BACKLOG)
     return sock
 

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -74,12 +76,16 @@ class Profile:
 
     def time_at(self, position: float) -> float:
         """When the profile reaches ``position`` (0..steps), in seconds from the start."""
+        import numpy as np
+
         if not 0 <= position <= self.steps:
             raise ValueError(f"position {position} is outside 0..{self.steps}")
         return float(self.times_at(np.asarray([position], dtype=float))[0])
 
     def times_at(self, positions: np.ndarray) -> np.ndarray:
         """Vectorised :meth:`time_at` for positions in 0..steps."""
+        import numpy as np
+
         a, v, n = self.acceleration, self.max_speed, self.steps
         x = np.asarray(positions, dtype=float)
         t = np.empty_like(x)
@@ -97,6 +103,8 @@ class Profile:
 
     def deadlines(self) -> np.ndarray:
         """Absolute due time of each step 1..steps (float64 seconds, strictly increasing)."""
+        import numpy as np
+
         if self.steps == 0:
             return np.empty(0, dtype=float)
         return self.times_at(np.arange(1, self.steps + 1, dtype=float))
@@ -113,4 +121,5 @@ def step_deadlines(steps: int, max_speed: float, acceleration: float) -> np.ndar
     Element ``i - 1`` is when the continuous profile reaches position ``i``; the last element
     equals :func:`move_time` exactly. Returns a float64 numpy array (empty for 0 steps).
     """
+
     return Profile(steps, max_speed, acceleration).deadlines()

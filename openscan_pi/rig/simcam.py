@@ -61,9 +61,8 @@ class SimulatedCamera:
         self.width, self.height = int(cfg.resolution[0]), int(cfg.resolution[1])
 
     def start(self) -> dict[str, Any]:
-        """Prepare the scene for this resolution (cached) and report the simulated settings."""
-        _geometry(self.width, self.height)
-        _texture(_texture_width(self.height))
+        """Report the simulated settings. The scene is built at the first capture (and cached),
+        so that an idle daemon holding this camera open stays small."""
         gains = self.cfg.colour_gains
         return {"backend": self.name, "model": MODEL, "resolution": [self.width, self.height],
                 "has_autofocus": True, "focus": "simulated: lens positions are recorded only",
