@@ -204,13 +204,14 @@ class CloudAPI:
         data = self._get("getQueueEstimate", {})
         return float(_require(data, "estimated_time_seconds", (int, float), self._url("getQueueEstimate")))
 
-    def token_info(self) -> TokenInfo:
-        """``getTokenInfo``: credit and limits of the configured token."""
+    def token_info(self, *, once: bool = False) -> TokenInfo:
+        """``getTokenInfo``: credit and limits of the configured token (``once``: a single
+        attempt, for a quick check)."""
         if not self.cfg.token:
             raise CloudError("no token: set cloud.token in the config or $OPENSCAN_PI_TOKEN "
                              "(a private token comes from cloud@openscan.eu)")
         url = self._url("getTokenInfo")
-        data = self._get("getTokenInfo", {"token": self.cfg.token},
+        data = self._get("getTokenInfo", {"token": self.cfg.token}, once=once,
                          refused=f"the server refused the token {self._token_hint()} "
                                  "(unknown token?): check cloud.token or $OPENSCAN_PI_TOKEN")
         return TokenInfo(credit=_require(data, "credit", int, url),

@@ -60,9 +60,12 @@ def preflight(cfg: Config, positions: int, *, local: LocalCloud | None = None) -
                         f"GB needed, {free / 1e9:.1f} GB free in {cfg.data_dir}: free some space, "
                         "or scan fewer positions")
     photos = positions * cfg.camera.focus.stack
+    if not cfg.cloud.is_local and not cfg.cloud.token:
+        raise UserError("no token: set cloud.token in the config or $OPENSCAN_PI_TOKEN (a private "
+                        "token comes from cloud@openscan.eu), then scan")
     try:
         with connect(cfg, local) as (api, _):
-            info = api.token_info()
+            info = api.token_info(once=True)  # one quick try: a scan must not wait on Wi-Fi
     except CloudError as exc:
         return [f"could not check the token ({exc}); scanning anyway, the upload waits for the "
                 "cloud"]

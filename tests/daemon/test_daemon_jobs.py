@@ -234,3 +234,24 @@ def test_disk_full_during_a_scan_fails_cleanly_and_retry_finishes(
         check_images(d, job_id)
         one_project(cloud)
         assert d.stop() == 0
+
+
+def test_a_scan_the_token_or_the_disk_cannot_take_is_refused_before_it_starts(
+        make_daemon: Callable[..., DaemonProcess], tmp_path: Path) -> None:
+    from openscan_pi.cloud.local.common import TokenLimits
+    from openscan_pi.daemon.client import DaemonError
+    from tests.conftest import TOKEN
+
+    with LocalCloud(tmp_path / "small", processing_s=0.3,
+                    tokens={TOKEN: TokenLimits(limit_photos=5)}) as small:
+        d = make_daemon(cloud=small).start()
+        with pytest.raises(DaemonError, match="the set has 12 photos; the token allows 5"):
+            d.call("scan", {"positions": 12})
+        assert d.call("jobs") == []  # nothing queued, nothing on disk
+        assert d.call("scan", {"positions": 4})["state"] == "queued"
+        d.stop()
+    huge = make_daemon(camera={"resolution": [20000, 20000]}).start()  # the same data folder
+    before = [j["id"] for j in huge.call("jobs")]
+    with pytest.raises(DaemonError, match="not enough disk space for this scan"):
+        huge.call("scan", {"positions": 10000})
+    assert [j["id"] for j in huge.call("jobs")] == before

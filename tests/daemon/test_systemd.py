@@ -85,6 +85,8 @@ def test_ready_status_watchdog_and_stopping(make_daemon: Callable[..., DaemonPro
     d.start()
     first = receiver.until(lambda m: "READY=1" in m)
     assert "STATUS=idle" in first
+    before_ready = [m for _, m in list(receiver.messages)[:-1]]
+    assert "EXTEND_TIMEOUT_USEC=60000000" in before_ready  # asked while the camera started
     job = d.call("scan", {"positions": 4})
     statuses = []
     while not any("done" in s for s in statuses):
