@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import tempfile
@@ -77,3 +78,16 @@ def read_json(path: str | os.PathLike[str]) -> Any:
     """Read a JSON file written by :func:`atomic_write_json`."""
     with open(path, "rb") as fh:
         return json.load(fh)
+
+
+def try_lock(path: str | os.PathLike[str]) -> int | None:
+    """Take an exclusive lock on ``path`` (created if needed) for this process; returns the
+    descriptor to keep (closing it releases the lock), or None when another process holds it.
+    The kernel drops the lock when the process dies, so a crash never leaves it held."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd

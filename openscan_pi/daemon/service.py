@@ -9,7 +9,6 @@ network. At start every unfinished job continues from its last durable step.
 from __future__ import annotations
 
 import concurrent.futures
-import fcntl
 import logging
 import os
 import queue
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from openscan_pi import __version__
 from openscan_pi.config import Config
 from openscan_pi.errors import InputError, UserError
+from openscan_pi.fsutil import try_lock
 from openscan_pi.jobs.state import ACTIVE, NEEDS_RIG, JobState
 from openscan_pi.jobs.store import Job, JobBusy, JobStore
 
@@ -81,13 +81,10 @@ class Daemon:
         """Lock the data folder, open the rig, and continue every unfinished job."""
         data_dir = self.cfg.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(data_dir / "daemon.lock", os.O_RDWR | os.O_CREAT, 0o640)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+        fd = try_lock(data_dir / "daemon.lock")
+        if fd is None:
             raise UserError(f"another daemon uses {data_dir}: stop it first, or set "
-                            "daemon.data_dir to another folder") from None
+                            "daemon.data_dir to another folder")
         self._lock_fd = fd
         ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         # Daemon threads: a stop must never wait on a network call that hangs; every job is

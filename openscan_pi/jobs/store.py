@@ -9,7 +9,6 @@ moment leaves a job that continues from its last durable step.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import threading
@@ -21,7 +20,7 @@ from typing import Any
 
 from openscan_pi.cloud.virtualzip import Member
 from openscan_pi.errors import DiskError, UserError
-from openscan_pi.fsutil import atomic_write_json, read_json
+from openscan_pi.fsutil import atomic_write_json, read_json, try_lock
 from openscan_pi.jobs.state import JobState, check_transition
 
 log = logging.getLogger(__name__)
@@ -111,13 +110,10 @@ class Job:
     def hold(self) -> Iterator[None]:
         """Hold the job for this process while it is worked on (a lock the kernel drops when
         the process dies, so a crash never leaves it held)."""
-        fd = os.open(self.folder / ".lock", os.O_RDWR | os.O_CREAT, 0o640)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+        fd = try_lock(self.folder / ".lock")
+        if fd is None:
             raise JobBusy(f"job {self.id} is being run by another openscan-pi process (the daemon, "
-                          "or a scan in another terminal): stop it there first") from None
+                          "or a scan in another terminal): stop it there first")
         try:
             yield
         finally:
