@@ -55,6 +55,7 @@ class Daemon:
         self.stopping = threading.Event()
         self._rig_factory = rig_factory
         self._lock = threading.RLock()
+        self._create_lock = threading.Lock()
         self._running: dict[str, threading.Event] = {}  # job id -> its stop event
         self._released: dict[str, threading.Event] = {}
         self._cancelling: set[str] = set()
@@ -168,9 +169,6 @@ class Daemon:
         if self.stopping.is_set():
             raise UserError("the daemon is stopping")
         name = sanitize_project(project) if project else None
-        if name and (Journal.find(self.cfg.data_dir, name)
-                     or any(j.data.get("project") == name for j in list(self.jobs.values()))):
-            raise InputError(f"project {name} exists already: choose another project name")
         local = self._acquire_local()
         try:
             warnings = preflight(self.cfg, positions, local=local)
@@ -178,9 +176,13 @@ class Daemon:
             self._release_local()
         for warning in warnings:
             log.warning("%s", warning)
-        job = self.store.create(positions=positions, project=name,
-                                stack=self.cfg.camera.focus.stack)
-        self._adopt(job)
+        with self._create_lock:  # two requests for one name: the second is refused
+            if name and (Journal.find(self.cfg.data_dir, name)
+                         or any(j.data.get("project") == name for j in list(self.jobs.values()))):
+                raise InputError(f"project {name} exists already: choose another project name")
+            job = self.store.create(positions=positions, project=name,
+                                    stack=self.cfg.camera.focus.stack)
+            self._adopt(job)
         log.info("job %s: queued, %d positions, project %s", job.id, positions, job.data["project"])
         self._schedule(job)
         return self._public(job)

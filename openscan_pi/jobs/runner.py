@@ -107,7 +107,10 @@ class JobRunner:
         """A failed job goes back to the state it failed in (``retry``)."""
         job = self.job
         if job.state == JobState.FAILED:
-            job.transition(JobState(job.data.get("resume_state") or "scanning"), error=None)
+            target = JobState(job.data.get("resume_state") or "scanning")
+            if target == JobState.QUEUED:  # it failed before its scan began
+                target = JobState.SCANNING
+            job.transition(target, error=None)
 
     def scan_phase(self) -> None:
         """Capture what is missing, if the job is queued or scanning."""

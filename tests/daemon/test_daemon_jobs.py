@@ -255,3 +255,14 @@ def test_a_scan_the_token_or_the_disk_cannot_take_is_refused_before_it_starts(
     with pytest.raises(DaemonError, match="not enough disk space for this scan"):
         huge.call("scan", {"positions": 10000})
     assert [j["id"] for j in huge.call("jobs")] == before
+
+
+def test_one_project_name_is_one_job(daemon: DaemonProcess) -> None:
+    from openscan_pi.daemon.client import DaemonError
+
+    first = daemon.call("scan", {"positions": 3, "project": "vase.zip"})
+    assert first["project"] == "vase.zip"
+    with pytest.raises(DaemonError, match="project vase.zip exists already"):
+        daemon.call("scan", {"positions": 3, "project": "vase.zip"})
+    assert daemon.wait_job(first["id"], {"done", "failed"})["state"] == "done"
+    assert [j["project"] for j in daemon.call("jobs")] == ["vase.zip"]
