@@ -303,8 +303,11 @@ class Daemon:
         except Exception as exc:  # a bug: the job fails with its images, the daemon carries on
             log.exception("job %s: internal error", job.id)
             if job.state in ACTIVE:
-                job.transition(S.FAILED, step="failed",
-                               error=f"internal error: {exc} (see the daemon's log)")
+                try:
+                    job.transition(S.FAILED, step="failed",
+                                   error=f"internal error: {exc} (see the daemon's log)")
+                except Exception:  # the worker must live on: the job continues at the next start
+                    log.exception("job %s: could not record the failure", job.id)
         finally:
             if local is not None:
                 self._release_local()
