@@ -184,21 +184,33 @@ def _with_first(first: dict[str, Any], client: DaemonClient) -> Any:
 # -- following a job ----------------------------------------------------------------------------
 
 
+def _milestone(job: dict[str, Any]) -> tuple[Any, ...]:
+    """What must change for a piped ``--wait`` to print another line."""
+    state = job["state"]
+    if state == "scanning":
+        return state, int(10 * (job["captured"] or 0) / max(1, job["positions"] or 1))
+    if state == "uploading":
+        return state, int(10 * (job["bytes_uploaded"] or 0) / max(1, job["bytes_total"] or 1))
+    return state, job.get("step"), job.get("cloud_status")
+
+
 def follow(client: DaemonClient, cfg: Config, job_id: str, json_output: bool) -> int:
     """Follow job ``job_id`` to its end (``--wait``); exit 0 only when it ends ``done``."""
     watcher = DaemonClient.connect(client.path)
     watcher.call("subscribe")
     tty = sys.stderr.isatty()
     shown = ""
+    milestone: tuple[Any, ...] = ()
     try:
         job = client.call("job", {"job": job_id})
         while job["state"] not in FINISHED:
             line = job_progress(job)
             if line != shown and not json_output:
-                if tty:
+                if tty:  # one line, rewritten
                     sys.stderr.write(f"\r\x1b[K{line[:200]}")
                     sys.stderr.flush()
-                elif job["state"] != shown.split(" ", 1)[0] or "positions" not in line:
+                elif _milestone(job) != milestone:  # piped: a line per step or 10 %
+                    milestone = _milestone(job)
                     print(line, file=sys.stderr)
                 shown = line
             for note in watcher.notifications():
