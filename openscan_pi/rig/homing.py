@@ -78,6 +78,8 @@ def _approach(axis: Axis, cfg: EndstopConfig, button: Button, cancel: threading.
         pressed.set()
     burst = 1 if on_step is not None else max(1, round(cfg.speed * BURST_S))
     max_steps = math.ceil(cfg.speed * cfg.timeout_s)
+    import numpy  # noqa: F401  (the step math's first import can take a second: not on the clock)
+
     started = time.monotonic()
     allowed = WALL_CLOCK_FACTOR * cfg.timeout_s * time_scale
     taken = bursts = 0
