@@ -163,7 +163,12 @@ class Transfer:
 
     def wait(self, seconds: float) -> None:
         """Sleep, unless asked to stop (then raise :class:`Cancelled`)."""
-        if self.stop.wait(seconds):
+        self.stop.wait(seconds)
+        self._check_stop()
+
+    def _check_stop(self) -> None:
+        """Raise :class:`Cancelled` once asked to stop (the journal keeps where it stopped)."""
+        if self.stop.is_set():
             raise Cancelled(f"stopped; run the same command again to continue project {self.project}")
 
     def _info(self) -> ProjectInfo | None:
@@ -299,9 +304,7 @@ class Transfer:
 
             def progress(n: int, base: int = base) -> None:
                 nonlocal sent
-                if self.stop.is_set():  # a cancel must not wait for a 200 MB part to finish
-                    raise Cancelled(f"stopped; run the same command again to continue project "
-                                    f"{self.project}")
+                self._check_stop()  # a cancel must not wait for a 200 MB part to finish
                 sent += n
                 self.emit("upload", part=index, parts=parts, part_done=sent, part_size=length,
                           done=base + sent, total=total)
@@ -386,9 +389,7 @@ class Transfer:
         self.emit("stage", text=f"downloading the model of {self.project}")
 
         def progress(done: int, total: int | None) -> None:
-            if self.stop.is_set():
-                raise Cancelled(f"stopped; run the same command again to continue project "
-                                f"{self.project}")
+            self._check_stop()
             self.emit("download", done=done, total=total)
 
         files = self._patient(lambda: fetch_model(

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from openscan_pi.commands.common import emit_json
-from openscan_pi.daemon.client import DaemonClient, NotRunning, find_daemon
+from openscan_pi.daemon.client import DaemonClient, find_daemon, not_running
 from openscan_pi.errors import InputError, UserError
 from openscan_pi.paths import quick_socket_candidates, socket_candidates
 
@@ -148,8 +148,7 @@ def status(args: argparse.Namespace, cfg: Config | None) -> int:
     client, loaded = quick_daemon(args)
     if client is None:
         assert loaded is not None
-        raise NotRunning(f"the daemon is not running (nothing answers on {loaded.socket_path}): start "
-                         "it with `sudo systemctl start openscan-pi`, or `openscan-pi daemon`")
+        raise not_running(loaded.socket_path)
     with client:
         if not args.watch:
             now = client.call("status")

@@ -32,6 +32,12 @@ class NotRunning(UserError):
     exit_code = EX_NOT_RUNNING
 
 
+def not_running(path: Path) -> NotRunning:
+    """The one-line error for no daemon on ``path``, with how to start one."""
+    return NotRunning(f"the daemon is not running (nothing answers on {path}): start it with "
+                      "`sudo systemctl start openscan-pi`, or `openscan-pi daemon`")
+
+
 class DaemonClient:
     """One connection to the daemon; requests are answered in order."""
 
@@ -50,9 +56,7 @@ class DaemonClient:
             sock.connect(os.fspath(path))
         except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError):
             sock.close()
-            raise NotRunning(f"the daemon is not running (nothing answers on {path}): start it "
-                             "with `sudo systemctl start openscan-pi`, or `openscan-pi daemon`"
-                             ) from None
+            raise not_running(path) from None
         except BlockingIOError:  # its listen backlog is full: it is there, just busy
             if not cls._retry_connect(sock, path, timeout or 5.0):
                 sock.close()

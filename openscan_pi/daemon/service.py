@@ -43,7 +43,6 @@ class Daemon:
     called (from any thread) on every change and progress step."""
 
     def __init__(self, cfg: Config, *, on_status: Callable[[dict[str, Any]], None] | None = None,
-                 rig_factory: Callable[[Config], Rig] | None = None,
                  on_slow_start: Callable[[float], None] | None = None) -> None:
         self.cfg = cfg
         self.loaded_at = time.time()
@@ -53,7 +52,6 @@ class Daemon:
         self.jobs: dict[str, Job] = {}
         self.rig: Rig | None = None
         self.stopping = threading.Event()
-        self._rig_factory = rig_factory
         self._lock = threading.RLock()
         self._create_lock = threading.Lock()
         self._running: dict[str, threading.Event] = {}  # job id -> its stop event
@@ -342,16 +340,8 @@ class Daemon:
 
     def _rig_main(self, ready: concurrent.futures.Future) -> None:
         try:
-            if self._rig_factory is not None:
-                self.rig = self._rig_factory(self.cfg)
-            else:
-                from openscan_pi.rig.rig import Rig
-
-                self.rig = Rig(self.cfg, cancel=threading.Event())
-            self._start_camera(self.rig)
+            self.rig = self._open_rig(self.cfg)
         except BaseException as exc:
-            if self.rig is not None:
-                self.rig.close()
             ready.set_exception(exc)
             return
         ready.set_result(None)
@@ -374,13 +364,21 @@ class Daemon:
         finally:
             self.rig.close()
 
-    def _start_camera(self, rig: Rig) -> None:
-        """Open the camera once, for the daemon's life (a real one may take seconds to settle)."""
-        if rig.camera is None:
-            return
-        self._on_slow_start(60.0)
-        rig.start_camera()
-        rig.light.off()
+    def _open_rig(self, cfg: Config) -> Rig:
+        """The rig of ``cfg`` with its camera started, once, for the daemon's life (a real camera
+        may take seconds to settle); nothing left open when that fails."""
+        from openscan_pi.rig.rig import Rig
+
+        rig = Rig(cfg, cancel=threading.Event())
+        try:
+            if rig.camera is not None:
+                self._on_slow_start(60.0)
+                rig.start_camera()
+                rig.light.off()
+        except BaseException:
+            rig.close()
+            raise
+        return rig
 
     def healthy(self) -> bool:
         """False when a worker thread has died (then the watchdog should stop being fed)."""
@@ -401,17 +399,11 @@ class Daemon:
                                 "(`sudo systemctl restart openscan-pi`)")
 
         def swap(rig: Rig) -> str:
-            from openscan_pi.rig.rig import Rig as RigClass
-
-            old_cfg = self.cfg
             rig.close()
             try:
-                new = (self._rig_factory or (lambda c: RigClass(c, cancel=threading.Event())))(cfg)
-                self._start_camera(new)
+                new = self._open_rig(cfg)
             except BaseException:
-                self.rig = (self._rig_factory or (lambda c: RigClass(c, cancel=threading.Event()))
-                            )(old_cfg)
-                self._start_camera(self.rig)
+                self.rig = self._open_rig(self.cfg)  # the old config, as it was
                 raise
             self.rig, self.cfg, self.loaded_at = new, cfg, time.time()
             return "reloaded"

@@ -14,6 +14,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from openscan_pi.config import Config
@@ -46,6 +47,15 @@ def estimated_bytes(cfg: Config, positions: int) -> int:
     return int(positions * cfg.camera.focus.stack * width * height * JPEG_BYTES_PER_PIXEL)
 
 
+def check_free_space(folder: Path, need: float) -> None:
+    """:class:`DiskError` naming the figures when ``folder``'s disk has less than ``need`` bytes."""
+    free = shutil.disk_usage(folder).free
+    if need > free:
+        raise DiskError(f"not enough disk space for this scan: about {need / 1e9:.1f} GB needed, "
+                        f"{free / 1e9:.1f} GB free in {folder}: free some space, or scan fewer "
+                        "positions")
+
+
 def preflight(cfg: Config, positions: int, *, local: LocalCloud | None = None) -> list[str]:
     """Refuse a new scan the disk or the token cannot take (:class:`UserError`); returns warnings
     (e.g. the cloud could not be asked: the scan goes ahead, the upload waits for the network)."""
@@ -54,11 +64,7 @@ def preflight(cfg: Config, positions: int, *, local: LocalCloud | None = None) -
 
     need = estimated_bytes(cfg, positions)
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(cfg.data_dir).free
-    if need * DISK_MARGIN > free:
-        raise DiskError(f"not enough disk space for this scan: about {need * DISK_MARGIN / 1e9:.1f} "
-                        f"GB needed, {free / 1e9:.1f} GB free in {cfg.data_dir}: free some space, "
-                        "or scan fewer positions")
+    check_free_space(cfg.data_dir, need * DISK_MARGIN)
     photos = positions * cfg.camera.focus.stack
     if not cfg.cloud.is_local and not cfg.cloud.token:
         raise UserError("no token: set cloud.token in the config or $OPENSCAN_PI_TOKEN (a private "
@@ -141,11 +147,7 @@ class JobRunner:
     def _check_disk(self) -> None:
         done = sum(c.size for c in self.job.captures())
         need = estimated_bytes(self.cfg, int(self.job.data["positions"])) * DISK_MARGIN - done
-        free = shutil.disk_usage(self.job.folder).free
-        if need > free:
-            raise DiskError(f"not enough disk space for this scan: about {need / 1e9:.1f} GB "
-                            f"needed, {free / 1e9:.1f} GB free in {self.job.folder.parent}: free "
-                            "some space, or scan fewer positions")
+        check_free_space(self.job.folder, need)
 
     def _plan(self, start: tuple[float, float]) -> list[dict[str, float]]:
         """The positions in capture order, fixed at the first start of the scan."""
