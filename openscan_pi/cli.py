@@ -249,7 +249,8 @@ def _add_rig_commands(sub: argparse._SubParsersAction) -> None:
                "  openscan-pi calibrate turntable --degrees 360 --measured 352.5 --write\n")
     cal.add_argument("axis", choices=("rotor", "turntable"))
     cal.add_argument("--degrees", type=float, metavar="D",
-                     help="how far to turn (default: 360 for the turntable, 90 for the rotor)")
+                     help="how far to turn (default: 360 for the turntable, 60 for the rotor, "
+                          "which must stay within rig.rotor.min_angle..max_angle)")
     cal.add_argument("--measured", type=float, metavar="M",
                      help="how far it really turned, in degrees (computes the new value)")
     cal.add_argument("--write", action="store_true",
