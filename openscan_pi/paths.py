@@ -83,11 +83,10 @@ def quick_socket_candidates(explicit: str | None) -> list[Path] | None:
         except (OSError, UnicodeDecodeError):
             return None
         if "socket" in text:
-            import yaml
+            from openscan_pi.yamlload import load
 
-            try:
-                data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-                configured = data["daemon"]["socket"]
+            try:  # the guarded loader: libyaml's own crashes on deep nesting
+                configured = load(text)["daemon"]["socket"]
             except Exception:  # anything unusual: the full load explains it
                 return None
             if not isinstance(configured, str) or not configured.startswith(("/", "~")):
