@@ -12,6 +12,7 @@ from openscan_pi.commands.daemon import daemon_for, follow
 from openscan_pi.config import Config
 from openscan_pi.errors import InputError, UserError
 from openscan_pi.jobs.store import Job, JobBusy, JobStore
+from openscan_pi.paths import prepare_data_dir
 
 
 def _run(cfg: Config, job: Job, json_output: bool) -> int:
@@ -69,6 +70,7 @@ def scan(args: argparse.Namespace, cfg: Config) -> int:
             print(f"job {job['id']} queued in the daemon ({args.positions} positions, project "
                   f"{job['project']}): `openscan-pi status --watch` follows it")
         return 0
+    prepare_data_dir(cfg.data_dir)
     project = sanitize_project(args.project) if args.project else None
     if project and Journal.find(cfg.data_dir, project):
         raise InputError(f"project {project} exists already: choose another --project")
@@ -93,7 +95,7 @@ def retry(args: argparse.Namespace, cfg: Config) -> int:
             print(f"job {args.job} continues in the daemon ({job_data['state']}): "
                   "`openscan-pi status --watch` follows it")
         return 0
-    job = JobStore(cfg.data_dir).load(args.job)
+    job = JobStore(prepare_data_dir(cfg.data_dir)).load(args.job)
     if job.data["state"] in ("done", "cancelled"):
         raise InputError(f"job {job.id} is {job.data['state']}: nothing to retry")
     return _run(cfg, job, args.json)

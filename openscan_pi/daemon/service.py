@@ -23,6 +23,7 @@ from openscan_pi.errors import InputError, UserError
 from openscan_pi.fsutil import try_lock
 from openscan_pi.jobs.state import ACTIVE, NEEDS_RIG, JobState
 from openscan_pi.jobs.store import Job, JobBusy, JobStore
+from openscan_pi.paths import prepare_data_dir
 
 if TYPE_CHECKING:
     from openscan_pi.cloud.local import LocalCloud
@@ -78,8 +79,7 @@ class Daemon:
 
     def start(self) -> None:
         """Lock the data folder, open the rig, and continue every unfinished job."""
-        data_dir = self.cfg.data_dir
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir = prepare_data_dir(self.cfg.data_dir)
         fd = try_lock(data_dir / "daemon.lock")
         if fd is None:
             raise UserError(f"another daemon uses {data_dir}: stop it first, or set "

@@ -23,6 +23,7 @@ from typing import Any
 from gpiozero.exc import GPIOZeroError
 
 from openscan_pi.config import Config
+from openscan_pi.paths import prepare_data_dir
 from openscan_pi.rig.camera import Camera, Shot, make_camera
 from openscan_pi.rig.errors import RigError
 from openscan_pi.rig.state import load_position, save_position
@@ -88,6 +89,7 @@ class Rig:
         from openscan_pi.rig.stepper import Axis, Motion, SharedEnable
         from openscan_pi.rig.trigger import CameraTrigger
 
+        prepare_data_dir(cfg.data_dir)  # where the position is kept: writable before anything moves
         self.cfg = cfg
         rig = cfg.rig
         self.simulated = rig.model == "simulated"
