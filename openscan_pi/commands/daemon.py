@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from openscan_pi.commands.common import emit_json
 from openscan_pi.daemon.client import DaemonClient, find_daemon, not_running
 from openscan_pi.errors import InputError, UserError
+from openscan_pi.names import check_job_id
 from openscan_pi.paths import quick_socket_candidates, socket_candidates
 
 if TYPE_CHECKING:
@@ -244,6 +245,8 @@ def follow(client: DaemonClient, cfg: Config, job_id: str, json_output: bool) ->
 
 def cancel(args: argparse.Namespace, cfg: Config | None) -> int:
     """``cancel [JOB]``: through the daemon, or on disk when no daemon runs."""
+    if args.job is not None:
+        check_job_id(args.job)
     client, loaded = quick_daemon(args)
     if client is not None:
         with client:

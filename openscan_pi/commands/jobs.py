@@ -12,6 +12,7 @@ from openscan_pi.commands.daemon import daemon_for, follow
 from openscan_pi.config import Config
 from openscan_pi.errors import InputError, UserError
 from openscan_pi.jobs.store import Job, JobBusy, JobStore
+from openscan_pi.names import check_job_id, check_project
 from openscan_pi.paths import prepare_data_dir
 
 
@@ -50,11 +51,12 @@ def _run(cfg: Config, job: Job, json_output: bool) -> int:
 
 def scan(args: argparse.Namespace, cfg: Config) -> int:
     """``scan --positions N``: a whole scan to a model on disk (in the daemon, or here)."""
-    from openscan_pi.cloud.journal import Journal, sanitize_project
+    from openscan_pi.cloud.journal import Journal
     from openscan_pi.jobs.runner import preflight
 
     if not 1 <= args.positions <= 10_000:
         raise InputError("--positions must be from 1 to 10000")
+    project = check_project(args.project) if args.project else None
     client = daemon_for(args, cfg)
     if client is not None:
         with client:
@@ -71,7 +73,6 @@ def scan(args: argparse.Namespace, cfg: Config) -> int:
                   f"{job['project']}): `openscan-pi status --watch` follows it")
         return 0
     prepare_data_dir(cfg.data_dir)
-    project = sanitize_project(args.project) if args.project else None
     if project and Journal.find(cfg.data_dir, project):
         raise InputError(f"project {project} exists already: choose another --project")
     for warning in preflight(cfg, args.positions):
@@ -83,6 +84,7 @@ def scan(args: argparse.Namespace, cfg: Config) -> int:
 
 def retry(args: argparse.Namespace, cfg: Config) -> int:
     """``retry JOB``: continue a failed or interrupted job from its last durable step."""
+    check_job_id(args.job)
     client = daemon_for(args, cfg)
     if client is not None:
         with client:

@@ -23,6 +23,7 @@ from openscan_pi.errors import InputError, UserError
 from openscan_pi.fsutil import try_lock
 from openscan_pi.jobs.state import ACTIVE, NEEDS_RIG, JobState
 from openscan_pi.jobs.store import Job, JobBusy, JobStore
+from openscan_pi.names import check_project
 from openscan_pi.paths import prepare_data_dir
 
 if TYPE_CHECKING:
@@ -161,12 +162,12 @@ class Daemon:
 
     def scan(self, positions: int, project: str | None) -> dict[str, Any]:
         """Queue a new scan after the disk and token checks; returns the job."""
-        from openscan_pi.cloud.journal import Journal, sanitize_project
+        from openscan_pi.cloud.journal import Journal
         from openscan_pi.jobs.runner import preflight
 
         if self.stopping.is_set():
             raise UserError("the daemon is stopping")
-        name = sanitize_project(project) if project else None
+        name = check_project(project) if project else None
         local = self._acquire_local()
         try:
             warnings = preflight(self.cfg, positions, local=local)
