@@ -49,7 +49,8 @@ def _user() -> str:
         return f"uid {os.geteuid()}"
 
 
-def _why_not_writable(folder: Path) -> str:
+def why_not_writable(folder: Path) -> str:
+    """``is on a read-only file system`` or ``is not writable for USER``."""
     try:
         read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
     except OSError:
@@ -78,12 +79,12 @@ def prepare_data_dir(path: Path) -> Path:
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            why = (_why_not_writable(existing) if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
+            why = (why_not_writable(existing) if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
                    else f"{exc.strerror or exc}")
             raise ConfigError(f"daemon.data_dir: {path} cannot be created: {existing} {why} {fix}"
                               ) from None
     if not os.access(path, os.W_OK | os.X_OK):
-        raise ConfigError(f"daemon.data_dir: {path} {_why_not_writable(path)} {fix}")
+        raise ConfigError(f"daemon.data_dir: {path} {why_not_writable(path)} {fix}")
     return path
 
 
