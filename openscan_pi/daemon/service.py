@@ -353,15 +353,22 @@ class Daemon:
                     continue
                 call, future = task
                 self.rig.cancel = self._rig_stop
+                result: Any = None
+                error: BaseException | None = None
+                running = future.set_running_or_notify_cancel()
                 try:
-                    if future.set_running_or_notify_cancel():
-                        future.set_result(call(self.rig))
+                    if running:
+                        result = call(self.rig)
                 except BaseException as exc:
-                    future.set_exception(exc)
+                    error = exc
                 finally:
-                    with self._lock:
+                    with self._lock:  # free before the answer: the caller's next call is not "busy"
                         self._rig_task = None
                     self._notify()
+                if running and error is not None:
+                    future.set_exception(error)
+                elif running:
+                    future.set_result(result)
         finally:
             self.rig.close()
 

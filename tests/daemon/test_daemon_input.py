@@ -67,3 +67,4 @@ def test_names_and_job_ids_that_are_not_names_are_invalid_params(daemon: DaemonP
         assert err.value.code == REFUSED and "no job 20261202-070104-969" in str(err.value)
     assert tree(daemon.root) == before, "nothing created anywhere"
     assert "Traceback" not in daemon.log_text()
+
