@@ -8,12 +8,15 @@ stdout.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
+import select
 import sys
 from collections.abc import Sequence
 
 from openscan_pi import __version__
-from openscan_pi.errors import EX_INTERRUPTED, UserError
+from openscan_pi.errors import EX_INTERRUPTED, EX_PIPE, UserError
 
 EPILOG = """\
 configuration: --config FILE, else $OPENSCAN_PI_CONFIG, else /etc/openscan-pi/config.yaml,
@@ -249,13 +252,31 @@ def _add_rig_commands(sub: argparse._SubParsersAction) -> None:
                "  openscan-pi calibrate turntable --degrees 360 --measured 352.5 --write\n")
     cal.add_argument("axis", choices=("rotor", "turntable"))
     cal.add_argument("--degrees", type=float, metavar="D",
-                     help="how far to turn (default: 360 for the turntable, 90 for the rotor)")
+                     help="how far to turn (default: 360 for the turntable, 60 for the rotor, "
+                          "which must stay within rig.rotor.min_angle..max_angle)")
     cal.add_argument("--measured", type=float, metavar="M",
                      help="how far it really turned, in degrees (computes the new value)")
     cal.add_argument("--write", action="store_true",
                      help="save the new steps_per_rev into the config file")
     _add_common(cal)
     cal.set_defaults(handler="rig.calibrate")
+
+
+def _reader_gone() -> bool:
+    """After a BrokenPipeError: True when it was stdout's (or stderr's) reader that went away
+    (``openscan-pi status | head -1``); stdout then points at /dev/null, so that nothing more
+    fails on the way out."""
+    poller = select.poll()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            poller.register(stream.fileno(), 0)
+    if not any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0)):
+        return False
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -277,7 +298,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             setup_logging(debug=args.debug, secrets=(cfg.cloud.token, cfg.cloud.password))
         module, _, name = args.handler.partition(".")
         handler = getattr(importlib.import_module(f"openscan_pi.commands.{module}"), name)
-        return int(handler(args, cfg) or 0)
+        status = int(handler(args, cfg) or 0)
+        sys.stdout.flush()  # a reader that has gone shows here, not in the interpreter's last flush
+        return status
+    except BrokenPipeError:
+        if not _reader_gone():
+            raise
+        return EX_PIPE
     except UserError as exc:
         if args.debug:
             import logging

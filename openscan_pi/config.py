@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -28,6 +29,12 @@ import yaml
 from openscan_pi.errors import ConfigError
 from openscan_pi.paths import SYSTEM_CONFIG, find_config_file
 from openscan_pi.schema import RIG_MODELS, Config
+from openscan_pi.yamlload import HugeNumber, YamlRefused, digits, load
+
+#: No config number needs more: larger ones (and anything Python cannot make a float of) are refused.
+MAX_NUMBER = 10**18
+#: Values and keys quoted in a message are cut to this many characters.
+SHOWN = 60
 
 __all__ = ["SYSTEM_CONFIG", "Config", "ConfigError", "SIMULATE_OVERRIDES", "find_config_file",
            "load_config"]
@@ -48,7 +55,13 @@ def profiles() -> dict[str, Any]:
 
 def _parse_yaml(text: str, origin: str) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(text)
+        data = load(text)
+    except YamlRefused as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(f"{origin}: {where}{exc.problem}") from None
+    except RecursionError:  # the loader's depth guard should have caught it first
+        raise ConfigError(f"{origin}: nested too deeply (not a config)") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -80,7 +93,27 @@ def _describe(value: Any) -> str:
         return "a list"
     if value is None:
         return "nothing"
-    return repr(value)
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= MAX_NUMBER:
+        return f"a number of {digits(value)} digits"
+    return _cut(repr(value))
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= SHOWN else text[:SHOWN - 1] + "…"
+
+
+def _numeric(value: Any) -> bool:
+    """A string Python reads as a number (YAML 1.1 does not: ``1e3`` needs a dot and a sign)."""
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return isinstance(value, str)
+
+
+def _too_large(value: Any) -> bool:
+    return isinstance(value, HugeNumber) or (
+        isinstance(value, int) and not isinstance(value, bool) and abs(value) >= MAX_NUMBER)
 
 
 def _convert(tp: Any, value: Any, path: str) -> Any:
@@ -107,17 +140,24 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         if not isinstance(value, bool):
             return _fail(path, f"expected true or false, got {_describe(value)}")
         return value
+    if tp in (int, float) and _too_large(value):
+        return _fail(path, f"{_describe(value)} is far too large")
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             return _fail(path, f"expected an integer, got {_describe(value)}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return _fail(path, f"expected a number, got {_describe(value)}")
+            hint = " (YAML reads that as text: write e.g. 1.0e+3 or 1000)" if _numeric(value) else ""
+            return _fail(path, f"expected a number, got {_describe(value)}{hint}")
+        if not math.isfinite(value):
+            return _fail(path, f"expected a finite number, got {value}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
             return _fail(path, f"expected a string, got {_describe(value)}")
+        if "\0" in value:
+            return _fail(path, "contains a NUL byte: remove it")
         return value
     raise TypeError(f"unsupported config type {tp!r} at {path}")  # a programming error
 
@@ -134,7 +174,8 @@ def _build(cls: type, data: Any, path: str) -> Any:
     known = {f.name for f in fields}
     for key in data:
         if key not in known:
-            where = f"{path}.{key}" if path else str(key)
+            name = _cut(str(key))
+            where = f"{path}.{name}" if path else name
             _fail(where, f"unknown key (known here: {', '.join(sorted(known))})")
     values: dict[str, Any] = {}
     for f in fields:
@@ -166,7 +207,12 @@ def load_config(path: str | os.PathLike[str] | None = None, *,
             text = chosen.read_text("utf-8")
         except FileNotFoundError:
             raise ConfigError(f"{chosen}: no such file (check --config or $OPENSCAN_PI_CONFIG)") from None
-        except (OSError, UnicodeDecodeError) as exc:
+        except IsADirectoryError:
+            raise ConfigError(f"{chosen}: is a folder: give --config a YAML file") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{chosen}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at "
+                              f"position {exc.start}): save it as UTF-8") from None
+        except (OSError, ValueError) as exc:
             raise ConfigError(f"{chosen}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
         data = _merge(data, _parse_yaml(text, str(chosen)))
     if overrides:

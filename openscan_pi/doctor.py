@@ -285,8 +285,9 @@ def check_data_dir(cfg: Config, *,
         verb = "is" if existing == path else f"cannot be created: {existing} is"
         return Check("data_dir", FAIL, f"{where} {verb} not a folder", DATA_DIR_FIX)
     if not os.access(existing, os.W_OK | os.X_OK):
-        verb = "is" if existing == path else f"cannot be created: {existing} is"
-        return Check("data_dir", FAIL, f"{where} {verb} not writable for {_user()}",
+        why = paths.why_not_writable(existing)
+        verb = why if existing == path else f"cannot be created: {existing} {why}"
+        return Check("data_dir", FAIL, f"{where} {verb}",
                      f"{DATA_DIR_FIX} (or make {existing} writable)")
     free = disk_usage(existing).free
     need = int(estimated_bytes(cfg, SCAN_POSITIONS) * DISK_MARGIN)

@@ -9,6 +9,7 @@ from __future__ import annotations
 EX_FAILURE = 1
 EX_CONFIG = 78  # sysexits.h EX_CONFIG: systemd is told not to restart on it
 EX_INTERRUPTED = 130
+EX_PIPE = 141  # 128 + SIGPIPE: stdout's reader went away (`openscan-pi status | head -1`)
 
 
 class UserError(Exception):

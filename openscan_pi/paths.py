@@ -6,6 +6,7 @@ only loads the whole configuration when it must.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -37,6 +38,54 @@ def writable(path: Path) -> bool:
             return False
         probe = probe.parent
     return os.access(probe, os.W_OK | os.X_OK)
+
+
+def _user() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
+
+
+def why_not_writable(folder: Path) -> str:
+    """``is on a read-only file system`` or ``is not writable for USER``."""
+    try:
+        read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    return "is on a read-only file system" if read_only else f"is not writable for {_user()}"
+
+
+def prepare_data_dir(path: Path) -> Path:
+    """Create the data folder ``path`` if needed and check that this user can write it; returns it.
+
+    Raises :class:`~openscan_pi.errors.ConfigError` (exit status 78: restarting cannot fix it)
+    naming ``daemon.data_dir`` when it is not a folder, cannot be created, or is read-only.
+    """
+    from openscan_pi.errors import ConfigError
+
+    fix = "(set daemon.data_dir to a folder this user can write)"
+    existing = path
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if existing == path and not path.is_dir():
+        raise ConfigError(f"daemon.data_dir: {path} is not a folder {fix}")
+    if existing != path:
+        if not existing.is_dir():
+            raise ConfigError(f"daemon.data_dir: {path} cannot be created: {existing} is not a folder "
+                              f"{fix}")
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            why = (why_not_writable(existing) if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
+                   else f"{exc.strerror or exc}")
+            raise ConfigError(f"daemon.data_dir: {path} cannot be created: {existing} {why} {fix}"
+                              ) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"daemon.data_dir: {path} {why_not_writable(path)} {fix}")
+    return path
 
 
 def socket_path(configured: str) -> Path:
@@ -83,11 +132,10 @@ def quick_socket_candidates(explicit: str | None) -> list[Path] | None:
         except (OSError, UnicodeDecodeError):
             return None
         if "socket" in text:
-            import yaml
+            from openscan_pi.yamlload import load
 
-            try:
-                data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-                configured = data["daemon"]["socket"]
+            try:  # the guarded loader: libyaml's own crashes on deep nesting
+                configured = load(text)["daemon"]["socket"]
             except Exception:  # anything unusual: the full load explains it
                 return None
             if not isinstance(configured, str) or not configured.startswith(("/", "~")):

@@ -7,6 +7,7 @@ annotated file ``openscan_pi/data/openscan-pi.yaml`` and the rig profiles in
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,8 @@ from openscan_pi import paths
 from openscan_pi.paths import DEFAULT_DATA_DIR, DEFAULT_SOCKET, writable  # noqa: F401 (re-exported)
 
 RIG_MODELS = ("classic", "mini", "mini-v2", "midi", "simulated")
+#: The longest path a Unix socket can be bound to (``sun_path`` holds 108 bytes with its NUL).
+MAX_SOCKET_PATH = 107
 
 Check = Callable[[Any], "str | None"]
 
@@ -50,17 +53,41 @@ def optional(check: Check) -> Check:
     return wrapped
 
 
+def _quote(value: str, limit: int = 160) -> str:
+    """``repr(value)``, cut short (a message stays one readable line)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def _url(value: str) -> str | None:
     if value == "local":
         return None
-    parts = urlsplit(value)
+    if any(ch.isspace() or not ch.isprintable() for ch in value):
+        return (f"{_quote(value)} holds spaces or control characters: give the URL alone, e.g. "
+                "http://openscanfeedback.dnsuser.de:1334")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (checks the port: ValueError when it is not one)
+    except ValueError as exc:
+        return f"{_quote(value)} is not a URL ({exc})"
     if parts.scheme in ("http", "https") and parts.hostname:
         return None
-    return f"{value!r} is not an http(s) URL or 'local'"
+    return f"{_quote(value)} is not an http(s) URL or 'local'"
 
 
 def _absolute(value: str) -> str | None:
-    return None if value.startswith(("/", "~")) else f"{value!r} must be an absolute path"
+    return None if value.startswith(("/", "~")) else f"{_quote(value)} must be an absolute path"
+
+
+def _socket(value: str) -> str | None:
+    problem = _absolute(value)
+    if problem:
+        return problem
+    size = len(os.fsencode(os.path.expanduser(value)))
+    if size > MAX_SOCKET_PATH:
+        return (f"{_quote(value)} is {size} bytes long; a Unix socket path may have at most "
+                f"{MAX_SOCKET_PATH}: choose a shorter one")
+    return None
 
 
 def _group(value: str) -> str | None:
@@ -69,7 +96,7 @@ def _group(value: str) -> str | None:
     try:
         grp.getgrnam(value)
     except KeyError:
-        return f"group {value!r} does not exist (create it: `sudo groupadd {value}`)"
+        return f"group {_quote(value)} does not exist (create it: `sudo groupadd {value}`)"
     return None
 
 
@@ -145,7 +172,7 @@ class CloudConfig:
 class DaemonConfig:
     """``daemon.*``: where the daemon listens and keeps its data."""
 
-    socket: str = _field(_absolute)
+    socket: str = _field(_socket)
     data_dir: str = _field(_absolute)
     socket_group: str | None = _field(optional(_group))  # null: the daemon's own group
     max_transfers: int = _field(between(1, 8))  # uploads/downloads running at once

@@ -204,3 +204,108 @@ def test_profiles_and_overrides(tmp_path: Path) -> None:
     assert v2.rig.endstop.pin == 17 and v2.rig.turntable.steps_per_rev == 800
     midi = load_config(write(tmp_path, "rig:\n  model: midi\n"), env={})
     assert midi.rig.rotor.steps_per_rev == 61440
+
+
+# -- input that must get one line naming the key, never a traceback ------------------------------
+
+#: Billion laughs: nine levels of nine aliases of the level below (9**9 items if expanded).
+LAUGHS = [f"&{a} [{', '.join([f'*{p}' if p else 'x'] * 9)}]"
+          for a, p in zip("abcdefghi", ["", *"abcdefgh"], strict=True)]
+BOMB = "".join(f"{laugh[1]}: {laugh}\n" for laugh in LAUGHS)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("cloud:\n  max_part_bytes: " + "9" * 5000 + "\n",
+     "config: cloud.max_part_bytes: a number of 5000 digits is far too large"),
+    ("cloud:\n  max_part_bytes: -" + "9" * 30 + "\n",
+     "config: cloud.max_part_bytes: a number of 30 digits is far too large"),
+    ("cloud:\n  poll_interval_s: " + "9" * 400 + "\n",
+     "config: cloud.poll_interval_s: a number of 400 digits is far too large"),
+    ("rig:\n  light:\n    pins: [17, " + "1" * 4400 + "]\n",
+     "config: rig.light.pins[1]: a number of 4400 digits is far too large"),
+    ("cloud:\n  poll_interval_s: 1.0e+400\n",
+     "config: cloud.poll_interval_s: expected a finite number, got inf"),
+    ("cloud:\n  poll_interval_s: 1e400\n", "config: cloud.poll_interval_s: expected a number, got "
+     "'1e400' (YAML reads that as text: write e.g. 1.0e+3 or 1000)"),
+    ("cloud:\n  max_offline_s: .inf\n", "config: cloud.max_offline_s: expected a finite number, got inf"),
+    ("cloud:\n  poll_interval_s: .nan\n",
+     "config: cloud.poll_interval_s: expected a finite number, got nan"),
+    ("cloud: " + "[" * 5000 + "]" * 5000 + "\n",
+     "cloud[0][0][0]…: nested more than 32 levels deep"),
+    ("rig: " + "{a: " * 5000 + "1" + "}" * 5000 + "\n", "rig.a.a.a…: nested more than 32 levels deep"),
+    ("cloud:\n  retries: 1\n  retries: 2\n",
+     "line 3, column 3: cloud.retries is given twice (also on line 2): keep one"),
+    ("rig:\n  light:\n    pins: [" + ", ".join(LAUGHS) + "]\n",
+     "config: rig.light.pins[0]: expected an integer, got a list"),
+    ("cloud:\n  token: [" + ", ".join(LAUGHS) + "]\n", "config: cloud.token: expected a string, got a list"),
+    (BOMB, "config: a: unknown key"),
+    ('daemon:\n  data_dir: "/tmp/a\\0b"\n', "config: daemon.data_dir: contains a NUL byte"),
+    ('daemon:\n  socket: "/run/x\\0.sock"\n', "config: daemon.socket: contains a NUL byte"),
+    ('cloud:\n  token: "abc\\0"\n', "config: cloud.token: contains a NUL byte"),
+    ("daemon:\n  socket: /tmp/" + "s" * 120 + "\n",
+     f"config: daemon.socket: '/tmp/{'s' * 120}' is 125 bytes long; a Unix socket path may have at "
+     "most 107: choose a shorter one"),
+    ('cloud:\n  url: "http://example.org\\n/x"\n',
+     "config: cloud.url: 'http://example.org\\n/x' holds spaces or control characters: give the URL "
+     "alone, e.g. http://openscanfeedback.dnsuser.de:1334"),
+    ('cloud:\n  url: "http://exa mple.org"\n', "holds spaces or control characters"),
+    ('cloud:\n  url: " http://example.org"\n', "holds spaces or control characters"),
+    ('cloud:\n  url: "http://example.org/\\x01"\n', "holds spaces or control characters"),
+    ('cloud:\n  url: "http://example.org/\\x7f"\n', "holds spaces or control characters"),
+    ("cloud:\n  url: example.org\n", "config: cloud.url: 'example.org' is not an http(s) URL or 'local'"),
+    ("cloud:\n  url: file:///etc/passwd\n", "'file:///etc/passwd' is not an http(s) URL or 'local'"),
+    ("cloud:\n  url: 'http://'\n", "'http://' is not an http(s) URL or 'local'"),
+    ("cloud:\n  url: 'http://[::1'\n", "config: cloud.url: 'http://[::1' is not a URL (Invalid IPv6 URL)"),
+    ("cloud:\n  url: 'http://example.org:99999'\n", "config: cloud.url: 'http://example.org:99999' is not "
+     "a URL (Port out of range 0-65535)"),
+    ("cloud:\n  token: !!binary aGVsbG8=\n", "config: cloud.token: expected a string, got b'hello'"),
+    ("cloud:\n\tretries: 3\n", "line 2, column 1: found character '\\t' that cannot start any token"),
+    ("cloud:\n  1: 2\n", "config: cloud.1: unknown key"),
+    ("cloud: !!python/object/apply:os.system [echo hi]\n", "could not determine a constructor"),
+    ("rig:\n  model: " + "x" * 100_000 + "\n", "config: rig.model: expected one of classic, mini, "
+     "mini-v2, midi, simulated, got 'xxxxxxxx"),
+])
+def test_odd_input_is_one_short_line(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    text_of = str(info.value)
+    assert message in text_of
+    assert "\n" not in text_of and len(text_of) < 400
+    assert info.value.exit_code == EX_CONFIG
+
+
+def test_a_file_that_is_not_utf8_or_not_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"cloud:\n  token: \xff\xfe\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert str(info.value) == (f"config: {path}: not UTF-8 text (byte 0xff at position 16): save "
+                               "it as UTF-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path, env={})
+    assert str(info.value) == f"config: {tmp_path}: is a folder: give --config a YAML file"
+    path.write_bytes(b"\xef\xbb\xbfcloud:\n  retries: 3\n")  # a byte-order mark is fine
+    assert load_config(path, env={}).cloud.retries == 3
+
+
+CLI_CASES = {
+    "huge-integer": "cloud:\n  max_part_bytes: " + "9" * 5000 + "\n",
+    "deep": "daemon: {socket: /tmp/x.sock}\ncloud: " + "[" * 100_000 + "]" * 100_000 + "\n",
+    "nul": 'daemon:\n  data_dir: "/tmp/a\\0b"\n',
+    "long-socket": "daemon:\n  socket: /tmp/" + "s" * 120 + "\n",
+    "url-newline": 'cloud:\n  url: "http://example.org\\n/x"\n',
+    "duplicate": "cloud:\n  retries: 1\n  retries: 2\n",
+}
+
+
+@pytest.mark.parametrize("command", [["plan", "--positions", "1"], ["status"], ["daemon"]])
+@pytest.mark.parametrize("case", sorted(CLI_CASES))
+def test_cli_odd_config_is_one_line_and_exit_78(tmp_path: Path, case: str, command: list[str]) -> None:
+    """``status`` reads the socket's key without the whole load: it must not crash on these
+    either (libyaml's composer, which it used, segfaults on 100 000 brackets)."""
+    path = write(tmp_path, CLI_CASES[case])
+    proc = run_cli("--config", str(path), *command)
+    assert proc.returncode == 78, proc.stderr[-2000:]
+    assert proc.stderr.startswith("openscan-pi: config: ") and proc.stderr.count("\n") == 1
+    assert "Traceback" not in proc.stderr and proc.stdout == ""

@@ -13,7 +13,7 @@ from gpiozero.pins.mock import MockFactory, MockPin
 
 from openscan_pi.rig.backends import PythonStepBackend
 from openscan_pi.rig.errors import MoveCancelled, RigError
-from openscan_pi.rig.homing import home
+from openscan_pi.rig.homing import SEARCH_MARGIN_DEG, home
 from openscan_pi.rig.stepper import Axis
 from openscan_pi.schema import EndstopConfig
 from tests.test_stepper import ROTOR, EdgePin, make_axis, states, steps_train
@@ -195,10 +195,42 @@ def test_stepper_reexports_home_and_position_aliases_steps(factory: MockFactory)
 
 def test_tiny_time_scales_do_not_trip_the_wall_clock_guard(factory: MockFactory) -> None:
     """sim_time_scale 0.001: Python's per-step cost dwarfs the scaled motion time."""
-    step = press_after(factory, 3000)
+    step = press_after(factory, 1200)
     axis = make_axis(factory)
     try:
         home(axis, ENDSTOP, pin_factory=factory, time_scale=0.001, on_step=lambda: None)
-        assert states(step).count(True) == 3000 + 50
+        assert states(step).count(True) == 1200 + 50
+    finally:
+        axis.close()
+
+
+def test_the_search_never_goes_further_than_the_rotor_can(factory: MockFactory) -> None:
+    """A switch that never closes: homing stops after the rotor's whole range (-40..80°) and a
+    margin, long before its 30 s (30 000 steps here: 3000°, the camera arm against its stop)."""
+    axis = make_axis(factory)
+    try:
+        with pytest.raises(RigError) as err:
+            home(axis, ENDSTOP, pin_factory=factory, time_scale=0)
+        limit = round((120 + SEARCH_MARGIN_DEG) * 10)
+        assert states(factory.pin(27)) == steps_train(limit) and axis.steps == -limit
+        assert str(err.value) == (
+            f"homing the rotor: the endstop on GPIO 17 did not trigger within {120 + SEARCH_MARGIN_DEG:g}° "
+            "(the rotor's range, rig.rotor.min_angle / rig.rotor.max_angle, and a margin): check its "
+            "wiring, or rig.endstop.*")
+    finally:
+        axis.close()
+
+
+def test_homing_backs_off_into_limits_narrower_than_the_switch(factory: MockFactory) -> None:
+    """The switch at -40°, the limits narrowed to -20..80: homing still finds it and backs off
+    (toward the range); the next moves must end inside the limits."""
+    step = press_after(factory, 100)
+    axis = make_axis(factory, replace(ROTOR, min_angle=-20))
+    try:
+        home(axis, ENDSTOP, pin_factory=factory, time_scale=0)
+        assert axis.angle == -35.0 and states(step) == steps_train(100 + 50)
+        with pytest.raises(RigError, match="rig.rotor.min_angle"):
+            axis.move_to(-30, time_scale=0)
+        axis.move_to(-20, time_scale=0)
     finally:
         axis.close()

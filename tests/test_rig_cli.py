@@ -115,3 +115,35 @@ def test_real_rig_without_gpio_is_one_line(tmp_path: Path) -> None:
     assert proc.stderr == ("openscan-pi: no GPIO here: gpiozero found no pin factory (on a Raspberry "
                            "Pi: apt install python3-lgpio; elsewhere: --simulate or rig.model: "
                            "simulated)\n")
+
+
+def saved_position(sim_config: Path) -> object:
+    state = sim_config.parent / "data" / "rig-state.json"
+    return json.loads(state.read_text())["rotor_steps"] if state.exists() else None
+
+
+@pytest.mark.parametrize("degrees", ["600", "-600", "81", "3600"])
+def test_calibrating_the_rotor_past_its_limits_is_refused(sim_config: Path, degrees: str) -> None:
+    before = saved_position(sim_config)
+    proc = run_cli("--config", str(sim_config), "calibrate", "rotor", "--degrees", degrees)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert "its limits are -40° to 80° (rig.rotor.min_angle / rig.rotor.max_angle)" in proc.stderr
+    assert "calibrate the rotor within its range: `openscan-pi move --rotor" in proc.stderr
+    assert saved_position(sim_config) in (before, 0)  # not a step taken
+    assert cli_json("--config", str(sim_config), "move", "--turntable", "0")["rotor"] == 0
+
+
+def test_calibrating_the_rotor_by_default_stays_within_its_range(sim_config: Path) -> None:
+    """The default --degrees (60) fits every profile from its start angle (0°)."""
+    turned = cli_json("--config", str(sim_config), "calibrate", "rotor")
+    assert turned["degrees"] == 60
+    assert cli_json("--config", str(sim_config), "move", "--turntable", "0")["rotor"] == pytest.approx(
+        60, abs=0.05)
+
+
+def test_calibrating_the_turntable_turns_it_freely(sim_config: Path) -> None:
+    turned = cli_json("--config", str(sim_config), "calibrate", "turntable", "--degrees", "3600")
+    assert turned == {"axis": "turntable", "degrees": 3600, "steps_per_rev": 3200}
+    assert cli_json("--config", str(sim_config), "move", "--rotor", "0")["turntable"] == pytest.approx(
+        0, abs=0.2)

@@ -305,7 +305,7 @@ def test_motion_checks_both_targets_before_moving(factory: MockFactory) -> None:
 
 def test_cancel_mid_move_from_another_thread(factory: MockFactory) -> None:
     step = factory.pin(27, pin_class=EdgePin)
-    axis = make_axis(factory)
+    axis = make_axis(factory, replace(ROTOR, min_angle=-360, max_angle=360))  # room for 200°
     cancel, reached = threading.Event(), threading.Event()
     step.hooks[100] = reached.set
     canceller = threading.Thread(target=lambda: reached.wait(10) and cancel.set())
@@ -382,3 +382,76 @@ def test_clear_pin_history_bounds_the_mock_histories(factory: MockFactory) -> No
     finally:
         axis.close()
         enable.close()
+
+
+@pytest.mark.parametrize(("start", "steps"), [(0, 801), (0, -401), (0, 6000), (79.9, 2), (-40, -1)])
+def test_relative_moves_beyond_a_limit_are_refused_before_any_pulse(
+        factory: MockFactory, start: float, steps: int) -> None:
+    """move_by_steps (what every move ends in) checks where it would end: no EN, no DIR, no STEP."""
+    enable = SharedEnable(22, pin_factory=factory, idle_disable_s=0)
+    axis = make_axis(factory, enable=enable)
+    step, dirp, en = factory.pin(27), factory.pin(23), factory.pin(22)
+    try:
+        axis.set_angle(start)
+        for pin in (step, dirp, en):
+            pin.clear_states()
+        with pytest.raises(RigError) as err:
+            axis.move_by_steps(steps, time_scale=0)
+        message = str(err.value)
+        assert "-40° to 80°" in message and "rig.rotor.min_angle / rig.rotor.max_angle" in message
+        assert "\n" not in message
+        assert states(step) == [False] and states(dirp) == [False] and states(en) == [True]
+        assert axis.steps == axis.steps_for(start) and axis.last_move_steps == 0
+    finally:
+        axis.close()
+        enable.close()
+
+
+def test_the_limits_themselves_are_reachable_with_any_gearing(factory: MockFactory) -> None:
+    axis = make_axis(factory, replace(ROTOR, steps_per_rev=17067))  # 80° is 3792.67 steps
+    try:
+        axis.move_to(80, time_scale=0)
+        with pytest.raises(RigError):
+            axis.move_by_steps(1, time_scale=0)
+        axis.move_to(-40, time_scale=0)
+        with pytest.raises(RigError):
+            axis.move_by_steps(-1, time_scale=0)
+        assert axis.steps == axis.steps_for(-40)
+    finally:
+        axis.close()
+
+
+def test_an_axis_found_outside_its_limits_may_only_come_back(factory: MockFactory) -> None:
+    """E.g. a rig-state.json from before the limits were narrowed: moves toward the range only."""
+    axis = make_axis(factory)
+    try:
+        axis.set_angle(90)
+        with pytest.raises(RigError):
+            axis.move_by_steps(-5, time_scale=0)  # still outside: refused
+        with pytest.raises(RigError):
+            axis.move_to(85, time_scale=0)
+        assert states(factory.pin(27)) == [False]
+        axis.move_to(70, time_scale=0)
+        assert axis.angle == 70.0
+    finally:
+        axis.close()
+
+
+def test_the_turntable_turns_freely(factory: MockFactory) -> None:
+    axis = make_axis(factory, TURNTABLE, name="turntable", wrap=True)
+    try:
+        axis.move_by_steps(36_000 + 900, time_scale=0)  # ten turns and a quarter
+        assert states(factory.pin(16)).count(True) == 36_900 and axis.angle == 90.0
+    finally:
+        axis.close()
+
+
+def test_seek_is_the_one_move_that_ignores_the_limits(factory: MockFactory) -> None:
+    """Homing's move: the position is what homing finds out, so it may go past what the axis
+    believes is a limit (homing bounds that travel itself)."""
+    axis = make_axis(factory)
+    try:
+        axis.seek(-450, speed=1000, time_scale=0)
+        assert axis.angle == -45.0 and states(factory.pin(27)) == steps_train(450)
+    finally:
+        axis.close()

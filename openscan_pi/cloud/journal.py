@@ -8,13 +8,13 @@ rename) before the transfer goes on, so a ``kill -9`` or a power cut loses at mo
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 from typing import Any
 
 from openscan_pi.errors import UserError
 from openscan_pi.fsutil import atomic_write_json, read_json
+from openscan_pi.names import check_project, fit_name
 
 VERSION = 1
 
@@ -24,13 +24,9 @@ PHASES = ("creating", "created", "uploaded", "started", "processed", "downloaded
 #: Phases after which the journal is closed: nothing left to do for this project.
 CLOSED = ("downloaded", "failed")
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
-
-
 def sanitize_project(name: str) -> str:
-    """A project name the cloud accepts: ``[A-Za-z0-9_.-]`` only, never empty or hidden."""
-    clean = _UNSAFE.sub("_", name).strip("._") or "scan"
-    return clean[:120]
+    """A project name made from any text (see :func:`openscan_pi.names.fit_name`)."""
+    return fit_name(name)
 
 
 def default_project_name(source: Path, now: float | None = None) -> str:
@@ -56,8 +52,8 @@ class Journal:
 
     @classmethod
     def path_for(cls, data_dir: Path, project: str) -> Path:
-        """The journal file of ``project``."""
-        return cls.folder(data_dir) / f"{project}.json"
+        """The journal file of ``project`` (InputError for a name that is not one)."""
+        return cls.folder(data_dir) / f"{check_project(project)}.json"
 
     @classmethod
     def load(cls, path: Path) -> Journal:

@@ -438,5 +438,7 @@ def connect(cfg: Config, local: LocalCloud | None = None
 def start_local_cloud(cfg: Config) -> LocalCloud:
     """Start the bundled local cloud of ``cfg`` (its store under ``data_dir/local-cloud``)."""
     from openscan_pi.cloud.local import LocalCloud
+    from openscan_pi.paths import prepare_data_dir
 
-    return LocalCloud(cfg.data_dir / "local-cloud", processing_s=cfg.cloud.local.processing_s).start()
+    store = prepare_data_dir(cfg.data_dir) / "local-cloud"
+    return LocalCloud(store, processing_s=cfg.cloud.local.processing_s).start()

@@ -7,9 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from openscan_pi.cloud.archive import Source, open_source
-from openscan_pi.cloud.journal import Journal, default_project_name, sanitize_project
+from openscan_pi.cloud.journal import Journal, default_project_name
 from openscan_pi.config import Config
 from openscan_pi.errors import InputError
+from openscan_pi.names import check_project
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +31,7 @@ def prepare_upload(cfg: Config, path: Path, project: str | None = None, *,
         raise InputError(f"{path}: no such file or folder")
     data_dir = cfg.data_dir
     if project:
-        name = sanitize_project(project)
-        if name != project:
-            log.warning("project name %r sent as %r (only A-Z a-z 0-9 _ . - are allowed)",
-                        project, name)
+        name = check_project(project)  # as given, or refused: never changed behind the user's back
         journal = Journal.find(data_dir, name)
         if journal and journal.data.get("source") != str(path):
             raise InputError(f"project {name} was begun with {journal.data.get('source')}: "

@@ -11,6 +11,8 @@ from typing import Any
 from openscan_pi.commands.common import emit_json
 from openscan_pi.config import Config
 from openscan_pi.errors import InputError
+from openscan_pi.names import check_project
+from openscan_pi.paths import prepare_data_dir
 
 
 def _model_dir(out: str | None, project: str) -> Path:
@@ -48,6 +50,9 @@ def upload(args: argparse.Namespace, cfg: Config) -> int:
     from openscan_pi.cloud.upload import prepare_upload
     from openscan_pi.progress import ProgressPrinter
 
+    if args.project:
+        check_project(args.project)
+    prepare_data_dir(cfg.data_dir)
     printer = ProgressPrinter.for_stream(args.json)
     try:
         journal, source = prepare_upload(
@@ -85,8 +90,8 @@ def download(args: argparse.Namespace, cfg: Config) -> int:
     from openscan_pi.cloud.journal import Journal
     from openscan_pi.cloud.transfer import connect
 
-    name = args.project
-    journal = Journal.find(cfg.data_dir, name)
+    name = check_project(args.project)
+    journal = Journal.find(prepare_data_dir(cfg.data_dir), name)
     if journal and not journal.reached("started") and journal.phase != "failed":
         raise InputError(f"project {name} is not uploaded completely: run the same upload "
                          "command again first")

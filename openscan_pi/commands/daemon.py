@@ -7,14 +7,17 @@ at the top.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import socket
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from openscan_pi.commands.common import emit_json
+from openscan_pi.commands.common import emit_json, on_stdout_closed
 from openscan_pi.daemon.client import DaemonClient, find_daemon, not_running
 from openscan_pi.errors import InputError, UserError
+from openscan_pi.names import check_job_id
 from openscan_pi.paths import quick_socket_candidates, socket_candidates
 
 if TYPE_CHECKING:
@@ -157,6 +160,7 @@ def status(args: argparse.Namespace, cfg: Config | None) -> int:
         now = client.call("subscribe")
         tty = sys.stdout.isatty() and not args.json
         shown = ""
+        gone = on_stdout_closed(lambda: _wake(client))  # `status --watch | head -1` ends at once
         try:
             for message in _with_first(now, client):
                 if args.json:
@@ -171,7 +175,17 @@ def status(args: argparse.Namespace, cfg: Config | None) -> int:
                 shown = text
         except KeyboardInterrupt:
             return 0
+        except UserError:
+            if gone.is_set():
+                raise BrokenPipeError("stdout's reader has gone") from None
+            raise
     return 0
+
+
+def _wake(client: DaemonClient) -> None:
+    """Make a read on the daemon's connection return (from another thread)."""
+    with contextlib.suppress(OSError):
+        client.sock.shutdown(socket.SHUT_RDWR)
 
 
 def _with_first(first: dict[str, Any], client: DaemonClient) -> Any:
@@ -244,6 +258,8 @@ def follow(client: DaemonClient, cfg: Config, job_id: str, json_output: bool) ->
 
 def cancel(args: argparse.Namespace, cfg: Config | None) -> int:
     """``cancel [JOB]``: through the daemon, or on disk when no daemon runs."""
+    if args.job is not None:
+        check_job_id(args.job)
     client, loaded = quick_daemon(args)
     if client is not None:
         with client:

@@ -12,6 +12,8 @@ from openscan_pi.commands.daemon import daemon_for, follow
 from openscan_pi.config import Config
 from openscan_pi.errors import InputError, UserError
 from openscan_pi.jobs.store import Job, JobBusy, JobStore
+from openscan_pi.names import check_job_id, check_project
+from openscan_pi.paths import prepare_data_dir
 
 
 def _run(cfg: Config, job: Job, json_output: bool) -> int:
@@ -49,11 +51,12 @@ def _run(cfg: Config, job: Job, json_output: bool) -> int:
 
 def scan(args: argparse.Namespace, cfg: Config) -> int:
     """``scan --positions N``: a whole scan to a model on disk (in the daemon, or here)."""
-    from openscan_pi.cloud.journal import Journal, sanitize_project
+    from openscan_pi.cloud.journal import Journal
     from openscan_pi.jobs.runner import preflight
 
     if not 1 <= args.positions <= 10_000:
         raise InputError("--positions must be from 1 to 10000")
+    project = check_project(args.project) if args.project else None
     client = daemon_for(args, cfg)
     if client is not None:
         with client:
@@ -69,7 +72,7 @@ def scan(args: argparse.Namespace, cfg: Config) -> int:
             print(f"job {job['id']} queued in the daemon ({args.positions} positions, project "
                   f"{job['project']}): `openscan-pi status --watch` follows it")
         return 0
-    project = sanitize_project(args.project) if args.project else None
+    prepare_data_dir(cfg.data_dir)
     if project and Journal.find(cfg.data_dir, project):
         raise InputError(f"project {project} exists already: choose another --project")
     for warning in preflight(cfg, args.positions):
@@ -81,6 +84,7 @@ def scan(args: argparse.Namespace, cfg: Config) -> int:
 
 def retry(args: argparse.Namespace, cfg: Config) -> int:
     """``retry JOB``: continue a failed or interrupted job from its last durable step."""
+    check_job_id(args.job)
     client = daemon_for(args, cfg)
     if client is not None:
         with client:
@@ -93,7 +97,7 @@ def retry(args: argparse.Namespace, cfg: Config) -> int:
             print(f"job {args.job} continues in the daemon ({job_data['state']}): "
                   "`openscan-pi status --watch` follows it")
         return 0
-    job = JobStore(cfg.data_dir).load(args.job)
+    job = JobStore(prepare_data_dir(cfg.data_dir)).load(args.job)
     if job.data["state"] in ("done", "cancelled"):
         raise InputError(f"job {job.id} is {job.data['state']}: nothing to retry")
     return _run(cfg, job, args.json)

@@ -168,8 +168,9 @@ def _capture_through(args: argparse.Namespace, client: Any, path: Path) -> int:
 def calibrate(args: argparse.Namespace, cfg: Config) -> int:
     """``calibrate AXIS``: turn by --degrees, or compute (and save) steps_per_rev."""
     axis_cfg = getattr(cfg.rig, args.axis)
+    # The rotor's default fits every profile's limits from its start angle (0°).
     degrees = args.degrees if args.degrees is not None else (360.0 if args.axis == "turntable"
-                                                            else 90.0)
+                                                            else 60.0)
     if degrees == 0:
         raise InputError("--degrees must not be 0")
     old = axis_cfg.steps_per_rev

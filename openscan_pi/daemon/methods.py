@@ -14,11 +14,13 @@ import logging
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from openscan_pi.daemon.protocol import INVALID_PARAMS, RpcError
 from openscan_pi.daemon.server import Connection, Handler
+from openscan_pi.names import job_problem, project_problem
 
 if TYPE_CHECKING:
     from openscan_pi.daemon.service import Daemon
@@ -66,6 +68,17 @@ class Params:
             raise self._bad(name, f"a number from {low:g} to {high:g}")
         return float(value)
 
+    def name(self, name: str, problem: Callable[[Any], str | None], *, required: bool = False
+             ) -> str | None:
+        """A project name or job id (``problem`` from :mod:`openscan_pi.names` says what is wrong)."""
+        value = self.params.get(name)
+        if value is None and not required:
+            return None
+        why = problem(value)
+        if why:
+            raise RpcError(INVALID_PARAMS, f"invalid params: {name}: {why}")
+        return str(value)
+
     def text(self, name: str, *, required: bool = False, choices: tuple[str, ...] = ()
              ) -> str | None:
         """A non-empty string (one of ``choices`` when given)."""
@@ -108,7 +121,7 @@ def make_methods(daemon: Daemon) -> dict[str, Handler]:
 
     async def job(params: dict[str, Any], conn: Connection) -> Any:
         p = Params(params, ("job",))
-        return daemon.job_public(str(p.text("job", required=True)))
+        return daemon.job_public(str(p.name("job", job_problem, required=True)))
 
     async def subscribe(params: dict[str, Any], conn: Connection) -> Any:
         Params(params, ())
@@ -118,13 +131,13 @@ def make_methods(daemon: Daemon) -> dict[str, Handler]:
     async def scan(params: dict[str, Any], conn: Connection) -> Any:
         p = Params(params, ("positions", "project"))
         positions = p.integer("positions", 1, MAX_POSITIONS)
-        project = p.text("project")
+        project = p.name("project", project_problem)
         log.info("scan of %s positions asked by %s", positions, conn.peer)
         return await asyncio.to_thread(daemon.scan, int(positions or 0), project)
 
     async def cancel(params: dict[str, Any], conn: Connection) -> Any:
         p = Params(params, ("job",))
-        job_id = p.text("job")
+        job_id = p.name("job", job_problem)
         log.info("cancel of %s asked by %s", job_id or "the running job", conn.peer)
         target, stopped = daemon.cancel(job_id)
         if stopped is not None:
@@ -133,7 +146,7 @@ def make_methods(daemon: Daemon) -> dict[str, Handler]:
 
     async def retry(params: dict[str, Any], conn: Connection) -> Any:
         p = Params(params, ("job",))
-        job_id = str(p.text("job", required=True))
+        job_id = str(p.name("job", job_problem, required=True))
         log.info("retry of %s asked by %s", job_id, conn.peer)
         return await asyncio.to_thread(daemon.retry, job_id)
 

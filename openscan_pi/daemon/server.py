@@ -24,7 +24,8 @@ from typing import Any
 
 from openscan_pi.daemon import protocol
 from openscan_pi.daemon.protocol import MAX_LINE, RpcError
-from openscan_pi.errors import UserError
+from openscan_pi.errors import ConfigError, UserError
+from openscan_pi.schema import MAX_SOCKET_PATH
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,6 @@ DRAIN_BYTES = 16 * 1024 * 1024
 #: Connections waiting to be accepted; beyond it a client's non-blocking connect gets EAGAIN.
 #: Given to asyncio too, which otherwise listens again with its default of 100 when serving starts.
 BACKLOG = 256
-#: sun_path is 108 bytes, with its terminating NUL.
-MAX_SOCKET_PATH = 107
 
 
 @dataclass
@@ -131,11 +130,15 @@ def bind_socket(path: Path, group: str | None) -> socket.socket:
     Raises :class:`UserError` when another daemon answers there, or the path is not a socket.
     """
     if len(os.fsencode(path)) > MAX_SOCKET_PATH:
-        raise UserError(f"daemon.socket: {path} is longer than {MAX_SOCKET_PATH} bytes, the limit of "
-                        "a Unix socket path: choose a shorter one")
+        raise ConfigError(f"daemon.socket: {path} is longer than {MAX_SOCKET_PATH} bytes, the limit of "
+                          "a Unix socket path: choose a shorter one")
     gid = grp.getgrnam(group).gr_gid if group else -1
     folder = path.parent
-    folder.mkdir(parents=True, exist_ok=True, mode=0o750)
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o750)
+    except OSError as exc:
+        raise ConfigError(f"daemon.socket: cannot create the folder {folder}: {exc.strerror or exc} "
+                          "(choose a folder this user may create)") from None
     if folder.stat().st_uid == os.geteuid():
         os.chmod(folder, 0o750)
         if gid >= 0:

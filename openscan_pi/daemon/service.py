@@ -23,6 +23,8 @@ from openscan_pi.errors import InputError, UserError
 from openscan_pi.fsutil import try_lock
 from openscan_pi.jobs.state import ACTIVE, NEEDS_RIG, JobState
 from openscan_pi.jobs.store import Job, JobBusy, JobStore
+from openscan_pi.names import check_project
+from openscan_pi.paths import prepare_data_dir
 
 if TYPE_CHECKING:
     from openscan_pi.cloud.local import LocalCloud
@@ -78,8 +80,7 @@ class Daemon:
 
     def start(self) -> None:
         """Lock the data folder, open the rig, and continue every unfinished job."""
-        data_dir = self.cfg.data_dir
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir = prepare_data_dir(self.cfg.data_dir)
         fd = try_lock(data_dir / "daemon.lock")
         if fd is None:
             raise UserError(f"another daemon uses {data_dir}: stop it first, or set "
@@ -161,12 +162,12 @@ class Daemon:
 
     def scan(self, positions: int, project: str | None) -> dict[str, Any]:
         """Queue a new scan after the disk and token checks; returns the job."""
-        from openscan_pi.cloud.journal import Journal, sanitize_project
+        from openscan_pi.cloud.journal import Journal
         from openscan_pi.jobs.runner import preflight
 
         if self.stopping.is_set():
             raise UserError("the daemon is stopping")
-        name = sanitize_project(project) if project else None
+        name = check_project(project) if project else None
         local = self._acquire_local()
         try:
             warnings = preflight(self.cfg, positions, local=local)
@@ -352,15 +353,22 @@ class Daemon:
                     continue
                 call, future = task
                 self.rig.cancel = self._rig_stop
+                result: Any = None
+                error: BaseException | None = None
+                running = future.set_running_or_notify_cancel()
                 try:
-                    if future.set_running_or_notify_cancel():
-                        future.set_result(call(self.rig))
+                    if running:
+                        result = call(self.rig)
                 except BaseException as exc:
-                    future.set_exception(exc)
+                    error = exc
                 finally:
-                    with self._lock:
+                    with self._lock:  # free before the answer: the caller's next call is not "busy"
                         self._rig_task = None
                     self._notify()
+                if running and error is not None:
+                    future.set_exception(error)
+                elif running:
+                    future.set_result(result)
         finally:
             self.rig.close()
 

@@ -22,6 +22,7 @@ from openscan_pi.cloud.virtualzip import Member
 from openscan_pi.errors import DiskError, UserError
 from openscan_pi.fsutil import atomic_write_json, read_json, try_lock
 from openscan_pi.jobs.state import JobState, check_transition
+from openscan_pi.names import check_job_id
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +223,7 @@ class JobStore:
 
     def load(self, job_id: str) -> Job:
         """A job by id; UserError naming `openscan-pi jobs` when there is none."""
-        path = self.root / job_id / "job.json"
+        path = self.root / check_job_id(job_id) / "job.json"
         try:
             return Job(path.parent, read_json(path))
         except FileNotFoundError:

@@ -1,7 +1,7 @@
 """Motion time estimates from the configuration alone (no pins opened): for the planner.
 
 Both axes move at the same time, so a move takes as long as the slower axis; the turntable takes
-the shortest way round. Times follow the same trapezoid profiles the steppers run.
+the shortest way round (unless it has limits). Times follow the same trapezoid profiles the steppers run.
 """
 
 from __future__ import annotations
@@ -28,6 +28,6 @@ def rig_time_fn(rig: RigConfig) -> TimeFn:
     """The planner's time function for this rig: ``(rotor, turntable) -> (rotor, turntable)``."""
     def seconds(a: tuple[float, float], b: tuple[float, float]) -> float:
         return max(axis_seconds(rig.rotor, a[0], b[0], wrap=False),
-                   axis_seconds(rig.turntable, a[1], b[1], wrap=True))
+                   axis_seconds(rig.turntable, a[1], b[1], wrap=rig.turntable.min_angle is None))
 
     return seconds

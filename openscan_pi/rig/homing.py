@@ -1,4 +1,13 @@
-"""Homing the rotor against its endstop switch, where the board has one."""
+"""Homing the rotor against its endstop switch, where the board has one.
+
+Homing is the one motion that may cross what the axis believes are its limits (it is how the rotor
+finds out where it really is), so it bounds its own travel. What protects the camera arm while it
+searches: the switch itself stops the approach at the very next step (Python backend) or within one
+short burst (lgpio); the search never goes further than the rotor could be from the switch — the
+farther end of ``rig.rotor.min_angle..max_angle`` plus :data:`SEARCH_MARGIN_DEG` — nor longer than
+``rig.endstop.timeout_s`` (in steps at ``rig.endstop.speed`` and on the wall clock); and the
+back-off moves away from the switch.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +35,9 @@ BURST_S = 0.02
 #: Python costs a little per burst, which dominates at tiny simulated time scales).
 WALL_CLOCK_FACTOR = 2.0
 BURST_OVERHEAD_S = 0.03
+#: The search goes at most this far beyond the farther limit's distance from the switch (the arm's
+#: mechanical range is a little wider than its configured limits).
+SEARCH_MARGIN_DEG = 10.0
 
 
 def home(axis: Axis, endstop_cfg: EndstopConfig, *, pin_factory: Any = None,
@@ -35,8 +47,9 @@ def home(axis: Axis, endstop_cfg: EndstopConfig, *, pin_factory: Any = None,
 
     With ``endstop_cfg.pin``: moves toward the switch (``direction``) at ``speed`` steps/s until it
     closes, declares the angle there to be ``endstop_cfg.angle``, then backs off ``backoff_deg``.
-    If the switch has not closed after ``timeout_s`` of homing motion (``speed * timeout_s`` steps,
-    which also holds for instant simulated moves), or when the wall time exceeds
+    If the switch has not closed after the rotor's range (see :func:`search_degrees`) or
+    ``timeout_s`` of homing motion (``speed * timeout_s`` steps, which also holds for instant
+    simulated moves), whichever is shorter, or when the wall time exceeds
     ``WALL_CLOCK_FACTOR * timeout_s * time_scale`` plus ``BURST_OVERHEAD_S`` per burst (a backend
     that stalls), it raises RigError; the position is still known. Without an endstop nothing
     moves: the position comes from the config.
@@ -54,7 +67,7 @@ def home(axis: Axis, endstop_cfg: EndstopConfig, *, pin_factory: Any = None,
         found = _approach(axis, cfg, button, cancel, time_scale, on_step)
         axis.set_angle(cfg.angle)
         backoff = -cfg.direction * round(cfg.backoff_deg * axis.cfg.steps_per_rev / 360.0)
-        axis.move_by_steps(backoff, cancel=cancel, time_scale=time_scale, speed=cfg.speed)
+        axis.seek(backoff, cancel=cancel, time_scale=time_scale, speed=cfg.speed)  # off the switch
         if on_step is not None:
             on_step()
         note = "; warning: the endstop still reads closed after backing off" if button.is_pressed else ""
@@ -65,6 +78,15 @@ def home(axis: Axis, endstop_cfg: EndstopConfig, *, pin_factory: Any = None,
                 f"{abs(backoff)} steps to {axis.angle:.3f}°{note}")
     finally:
         button.close()
+
+
+def search_degrees(axis: Axis, cfg: EndstopConfig) -> float | None:
+    """How far the search may go: from the farther limit to the switch, plus the margin (None for
+    an axis without limits)."""
+    ends = [a for a in (axis.cfg.min_angle, axis.cfg.max_angle) if a is not None]
+    if not ends:
+        return None
+    return max(abs(cfg.angle - end) for end in ends) + SEARCH_MARGIN_DEG
 
 
 def _approach(axis: Axis, cfg: EndstopConfig, button: Button, cancel: threading.Event | None,
@@ -78,6 +100,11 @@ def _approach(axis: Axis, cfg: EndstopConfig, button: Button, cancel: threading.
         pressed.set()
     burst = 1 if on_step is not None else max(1, round(cfg.speed * BURST_S))
     max_steps = math.ceil(cfg.speed * cfg.timeout_s)
+    reach = search_degrees(axis, cfg)
+    reach_steps = None if reach is None else round(reach * axis.cfg.steps_per_rev / 360.0)
+    by_range = reach_steps is not None and reach_steps < max_steps
+    if by_range:
+        max_steps = reach_steps
     import numpy  # noqa: F401  (the step math's first import can take a second: not on the clock)
 
     started = time.monotonic()
@@ -88,13 +115,18 @@ def _approach(axis: Axis, cfg: EndstopConfig, button: Button, cancel: threading.
             if cancel is not None and cancel.is_set():
                 raise MoveCancelled(f"homing the {axis.name} was cancelled after {taken} steps")
             stalled = time.monotonic() - started > allowed + bursts * BURST_OVERHEAD_S
+            if taken >= max_steps and by_range:
+                raise RigError(f"homing the {axis.name}: the endstop on GPIO {cfg.pin} did not trigger "
+                               f"within {reach:g}° (the {axis.name}'s range, rig.{axis.name}.min_angle / "
+                               f"rig.{axis.name}.max_angle, and a margin): check its wiring, or "
+                               "rig.endstop.*")
             if taken >= max_steps or (time_scale > 0 and stalled):
                 raise RigError(f"homing the {axis.name}: the endstop on GPIO {cfg.pin} did not trigger "
                                f"within {cfg.timeout_s:g} s: check its wiring, or rig.endstop.*")
             n = min(burst, max_steps - taken)
             bursts += 1
             try:
-                axis.move_by_steps(cfg.direction * n, cancel=pressed, time_scale=time_scale, speed=cfg.speed)
+                axis.seek(cfg.direction * n, cancel=pressed, time_scale=time_scale, speed=cfg.speed)
             except MoveCancelled:
                 if not pressed.is_set():
                     raise

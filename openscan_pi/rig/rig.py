@@ -23,9 +23,11 @@ from typing import Any
 from gpiozero.exc import GPIOZeroError
 
 from openscan_pi.config import Config
+from openscan_pi.paths import prepare_data_dir
 from openscan_pi.rig.camera import Camera, Shot, make_camera
 from openscan_pi.rig.errors import RigError
 from openscan_pi.rig.state import load_position, save_position
+from openscan_pi.schema import AxisConfig
 
 
 def _pin_factory(simulated: bool) -> Any:
@@ -46,6 +48,16 @@ def _pin_factory(simulated: bool) -> Any:
             raise RigError("no GPIO here: gpiozero found no pin factory (on a Raspberry Pi: "
                            "apt install python3-lgpio; elsewhere: --simulate or rig.model: "
                            "simulated)") from None
+
+
+def calibrate_within(axis: str, cfg: AxisConfig, degrees: float) -> str:
+    """How to calibrate an axis with limits: from one end, by most of its range."""
+    low, high = cfg.min_angle, cfg.max_angle
+    assert low is not None and high is not None  # only an axis with limits refuses a turn
+    span = max(10, int((high - low) * 0.8) // 10 * 10)
+    start, by = (low, span) if degrees > 0 else (high, -span)
+    return (f"calibrate the {axis} within its range: `openscan-pi move --{axis} {start:g}`, then "
+            f"`openscan-pi calibrate {axis} --degrees {by:g}`, and measure how far it turned")
 
 
 class SimulatedEndstop:
@@ -77,6 +89,7 @@ class Rig:
         from openscan_pi.rig.stepper import Axis, Motion, SharedEnable
         from openscan_pi.rig.trigger import CameraTrigger
 
+        prepare_data_dir(cfg.data_dir)  # where the position is kept: writable before anything moves
         self.cfg = cfg
         rig = cfg.rig
         self.simulated = rig.model == "simulated"
@@ -100,8 +113,9 @@ class Rig:
                 return enables[pin]
 
             axes = []
+            # The turntable turns freely (the shortest way round) unless it has limits.
             for name, axis_cfg, wrap in (("rotor", rig.rotor, False),
-                                         ("turntable", rig.turntable, True)):
+                                         ("turntable", rig.turntable, rig.turntable.min_angle is None)):
                 backend = make_backend(kind, axis_cfg.step_pin, pin_factory=pf)
                 axis = Axis(name, axis_cfg, pin_factory=pf, backend=backend,
                             enable=enable_for(axis_cfg.enable_pin), wrap=wrap)
@@ -157,9 +171,16 @@ class Rig:
                 self.motion.clear_pin_history()  # MockPin histories would grow without bound
 
     def turn_by(self, axis: str, degrees: float) -> None:
-        """Turn one axis by ``degrees`` (calibration: the turntable may go round more than once)."""
+        """Turn one axis by ``degrees`` (calibration: the turntable may go round more than once;
+        the rotor only within its limits, like every rotor move)."""
+        if axis not in ("rotor", "turntable"):
+            raise RigError(f"no axis {axis!r}: rotor or turntable")
         target: Any = getattr(self, axis)
         steps = round(degrees * target.cfg.steps_per_rev / 360.0)
+        try:
+            target.check_steps(steps)
+        except RigError as exc:
+            raise RigError(f"{exc}; {calibrate_within(axis, target.cfg, degrees)}") from None
         try:
             target.move_by_steps(steps, cancel=self.cancel, time_scale=self.time_scale)
         finally:

@@ -177,10 +177,13 @@ class _LinkedEvent(threading.Event):
 class Axis:
     """One stepper axis.
 
-    ``wrap=True`` (turntable): any angle, reached the shortest way round. ``wrap=False`` (rotor):
-    angles outside ``cfg.min_angle..cfg.max_angle`` are refused. ``steps_per_rev`` may be fractional:
-    the target of an angle is ``round(angle * steps_per_rev / 360)`` steps, always computed from the
-    absolute angle, so that moves never drift. Takes ownership of ``backend``, not of ``enable``.
+    ``wrap=True`` (turntable): any angle, reached the shortest way round, any number of turns.
+    ``wrap=False`` (rotor): every move that would end outside ``cfg.min_angle..cfg.max_angle`` is
+    refused before a pin changes, whichever way it was asked for (:meth:`move_to`,
+    :meth:`move_by_steps`, :class:`Motion`); only homing's :meth:`seek` may cross them, since it is
+    what finds out where the axis is. ``steps_per_rev`` may be fractional: the target of an angle is
+    ``round(angle * steps_per_rev / 360)`` steps, always computed from the absolute angle, so that
+    moves never drift. Takes ownership of ``backend``, not of ``enable``.
     """
 
     def __init__(self, name: str, cfg: AxisConfig, *, pin_factory: Any = None, backend: StepBackend,
@@ -259,11 +262,37 @@ class Axis:
         low, high = self.cfg.min_angle, self.cfg.max_angle
         eps = 1e-9
         if (low is not None and angle < low - eps) or (high is not None and angle > high + eps):
-            lo = "-inf" if low is None else f"{low:g}"
-            hi = "inf" if high is None else f"{high:g}"
-            raise RigError(f"the {self.name} cannot go to {angle:g}°: its limits are {lo}° to {hi}° "
-                           f"(rig.{self.name}.min_angle / rig.{self.name}.max_angle)")
+            raise RigError(f"the {self.name} cannot go to {angle:g}°: {self._limits_text()}")
         return self.steps_for(angle)
+
+    @property
+    def limited(self) -> bool:
+        """True for an axis that must stay within ``min_angle..max_angle`` (not a wrapping one)."""
+        return not self.wrap and (self.cfg.min_angle is not None or self.cfg.max_angle is not None)
+
+    def _limits_text(self) -> str:
+        low, high = self.cfg.min_angle, self.cfg.max_angle
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf" if high is None else f"{high:g}"
+        return (f"its limits are {lo}° to {hi}° (rig.{self.name}.min_angle / "
+                f"rig.{self.name}.max_angle)")
+
+    def check_steps(self, steps: int) -> None:
+        """RigError when a move of ``steps`` from here would end outside the limits.
+
+        The limits in steps are those of :meth:`steps_for`, so that a move to a limit itself is
+        allowed whatever the gearing.
+        """
+        if not self.limited or steps == 0:
+            return
+        end = self._steps + steps
+        low, high = self.cfg.min_angle, self.cfg.max_angle
+        if (low is not None and end < self.steps_for(low)) or (
+                high is not None and end > self.steps_for(high)):
+            spr = self.cfg.steps_per_rev
+            raise RigError(f"the {self.name} cannot turn by {steps * 360.0 / spr:.4g}° from "
+                           f"{self.angle:.4g}°: it would end at {end * 360.0 / spr:.4g}°, and "
+                           f"{self._limits_text()}")
 
     def planned_steps(self, angle: float) -> int:
         """Signed steps a move from here to ``angle`` takes; RigError beyond a limit."""
@@ -284,11 +313,25 @@ class Axis:
                       speed: float | None = None) -> None:
         """Move ``steps`` steps (negative: backwards) along the trapezoid profile.
 
-        ``speed``: a constant speed in steps/s without a ramp instead (homing). ``time_scale``
-        multiplies every time (0: instant, for simulation). The position is updated by the steps
-        actually emitted; when ``cancel`` stopped the move it then raises :class:`MoveCancelled`.
+        A move that would end outside the limits raises RigError before any pin changes.
+        ``speed``: a constant speed in steps/s without a ramp instead. ``time_scale`` multiplies
+        every time (0: instant, for simulation). The position is updated by the steps actually
+        emitted; when ``cancel`` stopped the move it then raises :class:`MoveCancelled`.
         """
-        steps = int(steps)
+        self._move(int(steps), cancel=cancel, time_scale=time_scale, speed=speed, checked=True)
+
+    def seek(self, steps: int, *, speed: float, cancel: threading.Event | None = None,
+             time_scale: float = 1.0) -> None:
+        """Homing's move: ``steps`` at a constant ``speed``, not checked against the limits.
+
+        Only homing uses it: it is how the axis finds out where it really is, so what it believes
+        may be past a limit. Homing bounds this travel itself (the axis' range and
+        ``rig.endstop.timeout_s``, see :mod:`openscan_pi.rig.homing`).
+        """
+        self._move(int(steps), cancel=cancel, time_scale=time_scale, speed=speed, checked=False)
+
+    def _move(self, steps: int, *, cancel: threading.Event | None, time_scale: float,
+              speed: float | None, checked: bool) -> None:
         if steps == 0:
             return
         if speed is None:
@@ -298,6 +341,8 @@ class Axis:
         stop = cancel if cancel is not None else threading.Event()
         sign = 1 if steps > 0 else -1
         with self._lock:
+            if checked:
+                self.check_steps(steps)
             emitted = 0
             self._last_move = 0
             if self._enable is not None:
