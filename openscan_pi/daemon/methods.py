@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from openscan_pi.daemon.protocol import INVALID_PARAMS, RpcError
 from openscan_pi.daemon.server import Connection, Handler
+from openscan_pi.logs import quote
 
 if TYPE_CHECKING:
     from openscan_pi.daemon.service import Daemon
@@ -119,13 +120,15 @@ def make_methods(daemon: Daemon) -> dict[str, Handler]:
         p = Params(params, ("positions", "project"))
         positions = p.integer("positions", 1, MAX_POSITIONS)
         project = p.text("project")
-        log.info("scan of %s positions asked by %s", positions, conn.peer)
+        log.info("scan of %s positions%s asked by %s", positions,
+                 f" for project {quote(project)}" if project else "", conn.peer)
         return await asyncio.to_thread(daemon.scan, int(positions or 0), project)
 
     async def cancel(params: dict[str, Any], conn: Connection) -> Any:
         p = Params(params, ("job",))
         job_id = p.text("job")
-        log.info("cancel of %s asked by %s", job_id or "the running job", conn.peer)
+        log.info("cancel of %s asked by %s", quote(job_id) if job_id else "the running job",
+                 conn.peer)
         target, stopped = daemon.cancel(job_id)
         if stopped is not None:
             await asyncio.to_thread(stopped.wait, CANCEL_WAIT_S)
@@ -134,7 +137,7 @@ def make_methods(daemon: Daemon) -> dict[str, Handler]:
     async def retry(params: dict[str, Any], conn: Connection) -> Any:
         p = Params(params, ("job",))
         job_id = str(p.text("job", required=True))
-        log.info("retry of %s asked by %s", job_id, conn.peer)
+        log.info("retry of %s asked by %s", quote(job_id), conn.peer)
         return await asyncio.to_thread(daemon.retry, job_id)
 
     async def on_rig(name: str, conn: Connection, call: Any) -> Any:
