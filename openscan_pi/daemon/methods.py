@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import math
 import os
@@ -122,6 +123,9 @@ def make_methods(daemon: Daemon) -> dict[str, Handler]:
         project = p.text("project")
         log.info("scan of %s positions%s asked by %s", positions,
                  f" for project {quote(project)}" if project else "", conn.peer)
+        # The token check waits on the cloud in a thread of its own, shared by the scans asked
+        # meanwhile and bounded: the workers below are never held by a cloud that hangs.
+        await daemon.token_check.settle()
         return await asyncio.to_thread(daemon.scan, int(positions or 0), project)
 
     async def cancel(params: dict[str, Any], conn: Connection) -> Any:
@@ -130,8 +134,9 @@ def make_methods(daemon: Daemon) -> dict[str, Handler]:
         log.info("cancel of %s asked by %s", quote(job_id) if job_id else "the running job",
                  conn.peer)
         target, stopped = daemon.cancel(job_id)
-        if stopped is not None:
-            await asyncio.to_thread(stopped.wait, CANCEL_WAIT_S)
+        if stopped is not None:  # waited for without a thread: any number of cancels at once
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(stopped)), CANCEL_WAIT_S)
         return daemon.job_public(target)
 
     async def retry(params: dict[str, Any], conn: Connection) -> Any:

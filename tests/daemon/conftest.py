@@ -108,13 +108,15 @@ class DaemonProcess:
         return self.log.read_text(errors="replace")
 
 
-def daemon_config(root: Path, *, cloud: LocalCloud | None = None, **sections: Any) -> Path:
-    """A config for a simulated daemon under ``root`` (the bundled cloud, or ``cloud``)."""
+def daemon_config(root: Path, *, cloud: LocalCloud | None = None,
+                  cloud_keys: dict[str, Any] | None = None, **sections: Any) -> Path:
+    """A config for a simulated daemon under ``root`` (the bundled cloud, or ``cloud``: anything with
+    a ``url``), ``cloud_keys`` changed in the ``cloud`` section."""
     cloud_section: dict[str, Any] = {"token": TOKEN, "poll_interval_s": 0.05,
                                      "poll_max_interval_s": 0.2, "backoff_s": 0.01,
                                      "retries": 2, "max_offline_s": 30, "max_part_bytes": 200_000,
                                      "url": cloud.url if cloud else "local",
-                                     "local": {"processing_s": 0.3}}
+                                     "local": {"processing_s": 0.3}, **(cloud_keys or {})}
     data: dict[str, Any] = {
         "cloud": cloud_section,
         "daemon": {"socket": str(root / "run" / "d.sock"), "data_dir": str(root / "data")},
@@ -138,11 +140,14 @@ def short_dir() -> Iterator[Path]:
 
 @pytest.fixture
 def make_daemon(short_dir: Path) -> Iterator[Callable[..., DaemonProcess]]:
-    """``make_daemon(cloud=None, **sections)``: a configured (not yet started) daemon."""
+    """``make_daemon(cloud=None, cloud_keys=None, **sections)``: a configured (not yet started)
+    daemon."""
     made: list[DaemonProcess] = []
 
-    def make(*, cloud: LocalCloud | None = None, **sections: Any) -> DaemonProcess:
-        d = DaemonProcess(short_dir, daemon_config(short_dir, cloud=cloud, **sections))
+    def make(*, cloud: LocalCloud | None = None, cloud_keys: dict[str, Any] | None = None,
+             **sections: Any) -> DaemonProcess:
+        d = DaemonProcess(short_dir, daemon_config(short_dir, cloud=cloud, cloud_keys=cloud_keys,
+                                                   **sections))
         made.append(d)
         return d
 
