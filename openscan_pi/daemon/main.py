@@ -82,7 +82,8 @@ class Service:
         watchdog: asyncio.Task | None = None
         try:
             await self.loop.run_in_executor(None, daemon.start)
-            self.server = RpcServer(make_methods(daemon))
+            self.server = RpcServer(make_methods(daemon),
+                                    max_queued_bytes=self.cfg.daemon.max_queued_bytes)
             await self.server.start(sock)
             if self.signals:
                 for signum in (signal.SIGTERM, signal.SIGINT):
@@ -140,6 +141,8 @@ class Service:
             log.error("config reload failed, keeping the old config: %s", exc)
         else:
             self.cfg = cfg
+            if self.server is not None:
+                self.server.max_queued_bytes = cfg.daemon.max_queued_bytes
             log.info("config reloaded from %s", cfg.source or source)
         self._tell(self.daemon.status())
 

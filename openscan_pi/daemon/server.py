@@ -2,9 +2,11 @@
 
 Bad input never hurts: every request that cannot be read gets its error object and the connection
 goes on; a line over 64 KiB gets an error and the connection is closed. A client that does not
-read what it is sent (a stuck ``subscribe``) is dropped when its queue fills, so it never stalls
-anyone else. The socket is 0660 in a 0750 folder, with the configured group; a socket file left
-by a crash is replaced only when nothing answers on it.
+read what it is sent (a stuck ``subscribe``) is dropped when its queue fills (``QUEUE_LIMIT``
+lines, or ``daemon.max_queued_bytes`` bytes; a line of any size is still taken below that, so a
+photo larger than it reaches a client that reads), so it never stalls anyone else and never holds
+much more than that in memory. The socket is 0660 in a 0750 folder, with the configured group; a
+socket file left by a crash is replaced only when nothing answers on it.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ log = logging.getLogger(__name__)
 
 #: Lines waiting to be written to one client before it counts as stuck and is dropped.
 QUEUE_LIMIT = 256
+#: Bytes waiting for one client before it counts as stuck (``daemon.max_queued_bytes``).
+QUEUE_BYTES = 4 * 1024 * 1024
 #: After an over-long line: how long (and how much) to read away before closing, so that the
 #: client sees the error instead of a reset.
 DRAIN_S = 1.0
@@ -55,11 +59,18 @@ class Peer:
 
 @dataclass(eq=False)
 class Connection:
-    """One client: its identity, its outgoing queue, whether it subscribed."""
+    """One client: its identity, its outgoing queue, whether it subscribed.
+
+    The queue holds at most ``QUEUE_LIMIT`` lines; a line is taken while less than ``max_bytes``
+    wait (so a line of any size gets in, and at most one line more than ``max_bytes`` waits). The
+    line being written is in the transport meanwhile.
+    """
 
     peer: Peer
     writer: asyncio.StreamWriter
+    max_bytes: int = QUEUE_BYTES
     queue: asyncio.Queue[bytes | None] = field(default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
+    queued_bytes: int = 0
     subscribed: bool = False
     closed: bool = False
 
@@ -67,19 +78,31 @@ class Connection:
         """Queue a line; a client that has stopped reading is dropped, never waited for."""
         if self.closed:
             return
+        if self.queued_bytes >= self.max_bytes:
+            self._drop()
+            return
         try:
             self.queue.put_nowait(line)
         except asyncio.QueueFull:
-            log.warning("client %s stopped reading: dropped", self.peer)
-            self.close()
+            self._drop()
+            return
+        self.queued_bytes += len(line)
+
+    def _drop(self) -> None:
+        log.warning("client %s stopped reading: dropped", self.peer)
+        self.closed = True
+        self.writer.transport.abort()
+        self.queue = asyncio.Queue(1)  # what it held is freed now, not when the pump notices
+        self.queue.put_nowait(None)
+        self.queued_bytes = 0
 
     def close(self) -> None:
-        """Close after what is queued (or at once, when the queue is full)."""
+        """Close after what is queued."""
         if self.closed:
             return
         self.closed = True
         if self.queue.full():
-            self.writer.transport.abort()
+            self._drop()
         else:
             self.queue.put_nowait(None)
 
@@ -87,6 +110,7 @@ class Connection:
         """Write queued lines until closed."""
         try:
             while (line := await self.queue.get()) is not None:
+                self.queued_bytes -= len(line)
                 self.writer.write(line)
                 await self.writer.drain()
         except (ConnectionError, OSError):
@@ -199,8 +223,9 @@ def systemd_socket() -> socket.socket | None:
 class RpcServer:
     """Serves ``methods`` on a listening Unix socket; :meth:`broadcast` reaches subscribers."""
 
-    def __init__(self, methods: dict[str, Handler]) -> None:
+    def __init__(self, methods: dict[str, Handler], *, max_queued_bytes: int = QUEUE_BYTES) -> None:
         self.methods = methods
+        self.max_queued_bytes = max_queued_bytes
         self.connections: set[Connection] = set()
         self._server: asyncio.base_events.Server | None = None
 
@@ -226,7 +251,7 @@ class RpcServer:
                 conn.send(line)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = Connection(peer_of(writer.get_extra_info("socket")), writer)
+        conn = Connection(peer_of(writer.get_extra_info("socket")), writer, self.max_queued_bytes)
         self.connections.add(conn)
         pump = asyncio.create_task(conn.pump())
         log.debug("client %s connected", conn.peer)
