@@ -3,6 +3,7 @@ waiting on its ``subscribe`` notifications (never on sleeps)."""
 
 from __future__ import annotations
 
+import resource
 import shutil
 import signal
 import subprocess
@@ -36,13 +37,20 @@ class DaemonProcess:
         self.log = root / "daemon.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, *extra: str) -> DaemonProcess:
-        """Start it and wait until the socket answers."""
+    def start(self, *extra: str, nofile: int | None = None) -> DaemonProcess:
+        """Start it (with RLIMIT_NOFILE ``nofile``, soft and hard, when given) and wait until the
+        socket answers."""
         assert self.proc is None or self.proc.poll() is not None
+
+        def limit() -> None:  # in the child, before exec
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "openscan_pi", "--config", str(self.config), "daemon",
-                 *extra], stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=cli_env())
+                 *extra], stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=cli_env(),
+                preexec_fn=limit if nofile is not None else None)
         deadline = time.monotonic() + 30
         while True:
             if self.proc.poll() is not None:
