@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from openscan_pi.daemon.protocol import INVALID_PARAMS, RpcError
 from openscan_pi.daemon.server import Connection, Handler
 from openscan_pi.logs import quote
+from openscan_pi.plan import MAX_POSITIONS  # most positions one scan may ask for
 
 if TYPE_CHECKING:
     from openscan_pi.daemon.service import Daemon
@@ -30,8 +31,6 @@ log = logging.getLogger(__name__)
 
 #: How long ``cancel`` waits for a running job to reach a safe point before answering.
 CANCEL_WAIT_S = 30.0
-#: Most positions one scan may ask for.
-MAX_POSITIONS = 10_000
 
 
 class Params:

@@ -165,11 +165,16 @@ class JobRunner:
         path = self.job.folder / "plan.json"
         if path.exists():
             return list(read_json(path))
-        from openscan_pi.plan import make_plan
+        from openscan_pi.plan import PlanCancelled, make_plan
         from openscan_pi.rig.estimate import rig_time_fn
 
-        plan = make_plan(int(self.job.data["positions"]), self.cfg.plan,
-                         rig_time_fn(self.cfg.rig), start)
+        self.job.update(step="planning")
+        try:
+            plan = make_plan(int(self.job.data["positions"]), self.cfg.plan,
+                             rig_time_fn(self.cfg.rig), start, stop=self.stop.is_set)
+        except PlanCancelled:
+            self._check_stop()  # raises Cancelled: planned again when the job goes on
+            raise
         positions = [{"rotor": p.rotor, "turntable": p.turntable} for p in plan.positions]
         atomic_write_json(path, positions)
         self.job.update(motion_estimate_s=plan.motion_time_s)

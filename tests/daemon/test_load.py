@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from openscan_pi.daemon.client import DaemonError
+from openscan_pi.plan import MAX_POSITIONS
 from tests.conftest import cli_env
 from tests.daemon.conftest import DaemonProcess
 from tests.daemon.test_socket import Raw, expect_status, rpc
@@ -216,3 +217,24 @@ def test_out_of_descriptors_accept_waits_and_logs_once(short_dir: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(30)
+
+
+# -- the largest scan ---------------------------------------------------------------------------
+
+
+def test_cancel_during_the_plan_of_the_largest_scan(make_daemon: Callable[..., DaemonProcess]) -> None:
+    """Planning 10 000 positions takes seconds; a cancel then ends it at once (the job is cancelled
+    when cancel answers, and no plan was written)."""
+    d = make_daemon(cloud_keys={"url": "http://127.0.0.1:9"}).start()  # refused: the scan goes ahead
+    with d.client() as watcher:
+        watcher.sock.settimeout(120)
+        watcher.call("subscribe")
+        job_id = d.call("scan", {"positions": MAX_POSITIONS})["id"]
+        for note in watcher.notifications():
+            job = note["params"]["job"] or {}
+            if job.get("id") == job_id and job.get("step") == "planning":
+                break
+        cancelled = d.call("cancel", {"job": job_id})
+    assert cancelled["state"] == "cancelled", (cancelled, d.log_text()[-3000:])
+    assert not (d.data / "jobs" / job_id / "plan.json").exists()
+    assert "Traceback" not in d.log_text()
