@@ -37,14 +37,15 @@ class DaemonProcess:
         self.log = root / "daemon.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, *extra: str, nofile: int | None = None) -> DaemonProcess:
-        """Start it (with RLIMIT_NOFILE ``nofile``, soft and hard, when given) and wait until the
-        socket answers."""
+    def start(self, *extra: str, nofile: int | tuple[int, int] | None = None) -> DaemonProcess:
+        """Start it (with RLIMIT_NOFILE ``nofile``: soft and hard, or ``(soft, hard)``, when given)
+        and wait until the socket answers."""
         assert self.proc is None or self.proc.poll() is not None
 
         def limit() -> None:  # in the child, before exec
             if nofile is not None:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+                resource.setrlimit(resource.RLIMIT_NOFILE,
+                                   nofile if isinstance(nofile, tuple) else (nofile, nofile))
 
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(

@@ -147,6 +147,16 @@ def test_one_client_past_max_clients_is_told_and_closed(
     assert log.count("too many clients (5 at once, daemon.max_clients)") == 1, log
 
 
+def test_soft_descriptor_limit_is_raised_to_the_hard_one(
+        make_daemon: Callable[..., DaemonProcess]) -> None:
+    d = make_daemon().start(nofile=(256, 2048))
+    assert d.proc is not None
+    limits = Path(f"/proc/{d.proc.pid}/limits").read_text()
+    line = next(x for x in limits.splitlines() if x.startswith("Max open files"))
+    assert line.split()[3:5] == ["2048", "2048"], line
+    assert "leaves room for" not in d.log_text()  # 2048 holds daemon.max_clients (256) and more
+
+
 #: A server process whose descriptor table the test fills ("fill") and empties ("free") on stdin.
 FILL_SERVER = """
 import asyncio, os, resource, socket, sys
