@@ -355,15 +355,21 @@ class Daemon:
                     continue
                 call, future = task
                 self.rig.cancel = self._rig_stop
+                result: Any = None
+                failure: BaseException | None = None
+                running = future.set_running_or_notify_cancel()
                 try:
-                    if future.set_running_or_notify_cancel():
-                        future.set_result(call(self.rig))
+                    if running:
+                        result = call(self.rig)
                 except BaseException as exc:
-                    future.set_exception(exc)
-                finally:
-                    with self._lock:
-                        self._rig_task = None
-                    self._notify()
+                    failure = exc
+                with self._lock:
+                    self._rig_task = None  # free before the caller hears: its next call is taken
+                self._notify()
+                if failure is not None:
+                    future.set_exception(failure)
+                elif running:
+                    future.set_result(result)
         finally:
             self.rig.close()
 
