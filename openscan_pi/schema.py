@@ -150,7 +150,7 @@ class DaemonConfig:
     socket_group: str | None = _field(optional(_group))  # null: the daemon's own group
     max_transfers: int = _field(between(1, 8))  # uploads/downloads running at once
     max_clients: int = _field(between(1, 10_000))  # socket connections served at once
-    max_queued_bytes: int = _field(between(65_536, 1 << 30))  # waiting for one client that reads not
+    max_queued_bytes: int = _field(between(65_536, 1 << 30))  # queued for a client that does not read
 
 
 @dataclass(frozen=True)
