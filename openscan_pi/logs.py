@@ -1,32 +1,65 @@
-"""Logging to stderr, with secrets masked in every record (the token travels in URLs)."""
+"""Logging to stderr or the journal: secrets masked and control characters escaped in every record,
+so that neither the token nor what a caller sends (a job id with a newline) can shape a log line."""
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from openscan_pi.cloud.errors import mask
 
+#: Longest caller value :func:`quote` shows whole.
+QUOTE_LIMIT = 80
+
+#: What could end a log line or restyle a terminal: C0 and C1 controls (tab excepted), DEL, and
+#: Unicode's line and paragraph separators.
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r"}
+
+
+def escape_controls(text: str) -> str:
+    """``text`` on one line: newlines as ``\\n``, other control characters as ``\\xNN``/``\\uNNNN``."""
+    def escaped(found: re.Match[str]) -> str:
+        char = found.group()
+        if char in _NAMED:
+            return _NAMED[char]
+        code = ord(char)
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+    return _CONTROL.sub(escaped, text)
+
+
+def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """A value a caller sent, for a log line: quoted and escaped (``repr``), cut after ``limit``
+    characters with the full length said."""
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]!r}... ({len(value)} characters)"
+    return repr(value)
+
 
 class MaskSecrets(logging.Filter):
-    """Replace secrets (and any ``token=`` query value) in a record's final message."""
+    """Replace secrets (and any ``token=`` query value) in a record's final message, and escape its
+    control characters (one record is one line)."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
         self.secrets = [s for s in secrets if s]
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = mask(record.getMessage(), self.secrets)
+        record.msg = escape_controls(mask(record.getMessage(), self.secrets))
         record.args = None
         return True
 
 
 def setup_logging(*, debug: bool = False, secrets: Iterable[str] = (), service: bool = False,
-                  journal: bool = False) -> None:
+                  journal: bool = False, journal_sender: Callable[..., Any] | None = None) -> None:
     """Warnings (everything with ``debug``) to stderr as ``openscan-pi: ...`` lines; for the
     ``service`` (the daemon), everything from INFO up, with time and level, or to the systemd
-    journal with its structured fields when ``journal`` (and systemd-python is there)."""
+    journal with its structured fields when ``journal`` (and systemd-python is there;
+    ``journal_sender`` replaces ``systemd.journal.send``, for tests)."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, "_openscan", False):
@@ -35,7 +68,7 @@ def setup_logging(*, debug: bool = False, secrets: Iterable[str] = (), service: 
     if journal:
         from openscan_pi.daemon.systemd import journal_handler
 
-        handler = journal_handler() or handler
+        handler = journal_handler(journal_sender) or handler
     handler._openscan = True  # type: ignore[attr-defined]
     if debug:
         fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"

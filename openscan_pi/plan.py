@@ -8,6 +8,10 @@ the lattice by index makes the turntable jump by the golden angle at every step 
 it turns at random); the ordered route sweeps it round in one direction within bands of
 elevation instead. :func:`make_plan` puts the two together for a :class:`PlanConfig`.
 
+Up to :data:`DENSE_MAX` positions the order judges every pair; past it only near ones
+(:mod:`openscan_pi.plan_large`), so that time and memory grow with N, not N², up to the 10 000 a
+scan may ask for. Both can be stopped from another thread (``stop``: :class:`PlanCancelled`).
+
 Standard library only, so that importing the planner stays fast.
 """
 
@@ -23,7 +27,10 @@ if TYPE_CHECKING:
     from openscan_pi.schema import PlanConfig
 
 __all__ = [
+    "DENSE_MAX",
+    "MAX_POSITIONS",
     "Plan",
+    "PlanCancelled",
     "Position",
     "TimeFn",
     "lattice",
@@ -48,6 +55,26 @@ GOLDEN_ANGLE = 360.0 / GOLDEN_RATIO**2
 _NEIGHBOURS = 10
 _OR_OPT_MAX = 3
 _MAX_ROUNDS = 50
+#: Most positions a plan may have (10 000 photos keep a rig busy for many hours).
+MAX_POSITIONS = 10_000
+#: Most positions :func:`order` judges pair by pair ((N+1)² time function calls); more go to
+#: :func:`openscan_pi.plan_large.order_large`.
+DENSE_MAX = 400
+
+#: Asked now and then while planning; True stops it (:class:`PlanCancelled`).
+Stop = Callable[[], bool]
+
+
+class PlanCancelled(Exception):
+    """Planning was stopped before it finished (its ``stop`` said so)."""
+
+
+def _checker(stop: Stop | None) -> Callable[[], None]:
+    def check() -> None:
+        if stop is not None and stop():
+            raise PlanCancelled("planning stopped")
+
+    return check
 
 
 @dataclass(frozen=True)
@@ -204,7 +231,8 @@ def route_time(route: Sequence[Position], time_fn: TimeFn, start: tuple[float, f
 # -- in which order -----------------------------------------------------------------------------
 
 
-def order(positions: Sequence[Position], time_fn: TimeFn, start: tuple[float, float]) -> list[Position]:
+def order(positions: Sequence[Position], time_fn: TimeFn, start: tuple[float, float], *,
+          stop: Stop | None = None) -> list[Position]:
     """The capture order that keeps motion time short, starting from the pose ``start``.
 
     Nearest neighbour from the start, then 2-opt and Or-opt moves (segments of up to three
@@ -213,17 +241,33 @@ def order(positions: Sequence[Position], time_fn: TimeFn, start: tuple[float, fl
     of its nearest neighbours in time and stops after a bounded number of rounds, so it is quick
     (N = 200: about 0.1 s with a cheap time function; ``time_fn`` is called (N+1)·N times).
     Deterministic. If visiting by index is quicker after all, that order is returned.
+
+    That is for up to :data:`DENSE_MAX` positions; more are ordered by
+    :func:`openscan_pi.plan_large.order_large` (the time function asked about near positions only,
+    a bounded number of moves). ``stop`` is asked now and then; when it says True,
+    :class:`PlanCancelled` is raised.
     """
     n = len(positions)
     if n <= 1:
         return list(positions)
+    check = _checker(stop)
     poses = [(p.rotor, p.turntable) for p in positions]
+    if n > DENSE_MAX:
+        from openscan_pi.plan_large import order_large
+
+        ordered = [positions[u] for u in order_large(poses, time_fn, start, check)]
+        if route_time(ordered, time_fn, start) <= route_time(positions, time_fn, start):
+            return ordered
+        return list(positions)
     # Nodes 0..n-1 are the positions, node n is the start pose; cost[u][v] = time from u to v.
-    cost = [[time_fn(a, b) for b in poses] + [0.0] for a in poses + [start]]
+    cost = []
+    for a in poses + [start]:
+        check()
+        cost.append([time_fn(a, b) for b in poses] + [0.0])
     for u in range(n):
         cost[u][u] = 0.0
     route = _nearest_neighbour(cost, n)
-    _improve(route, cost, _neighbour_lists(cost, n))
+    _improve(route, cost, _neighbour_lists(cost, n), check)
     if _path_cost(route, cost) <= _path_cost([n, *range(n)], cost):
         return [positions[u] for u in route[1:]]
     return list(positions)
@@ -261,9 +305,11 @@ def _neighbour_lists(cost: list[list[float]], n: int) -> list[list[int]]:
     return lists
 
 
-def _improve(route: list[int], cost: list[list[float]], near: list[list[int]]) -> None:
+def _improve(route: list[int], cost: list[list[float]], near: list[list[int]],
+             check: Callable[[], None]) -> None:
     """2-opt and Or-opt on ``route`` in place until neither finds a gain (or the round cap)."""
     for _ in range(_MAX_ROUNDS):
+        check()
         improved = _two_opt(route, cost, near)
         improved = _or_opt(route, cost, near) or improved
         if not improved:
@@ -375,17 +421,25 @@ def _move_segment(
 # -- both ---------------------------------------------------------------------------------------
 
 
-def make_plan(n: int, cfg: PlanConfig, time_fn: TimeFn, start: tuple[float, float]) -> Plan:
+def make_plan(n: int, cfg: PlanConfig, time_fn: TimeFn, start: tuple[float, float], *,
+              stop: Stop | None = None) -> Plan:
     """``n`` positions for ``cfg`` (a :func:`ring` at ``rotor_fixed`` when ``turntable_only``,
     else a :func:`lattice` over ``rotor_min``..``rotor_max``), put in :func:`order` from
-    ``start``."""
+    ``start`` (``stop``: as there).
+
+    Raises:
+        ValueError: ``n`` < 1 or more than :data:`MAX_POSITIONS`, or a bad ``cfg`` (as
+            :func:`lattice` and :func:`ring` say).
+    """
+    if _check_count(n) > MAX_POSITIONS:
+        raise ValueError(f"the number of positions must be at most {MAX_POSITIONS}, got {n}")
     if cfg.turntable_only:
         positions = ring(n, rotor=cfg.rotor_fixed, turntable_span=cfg.turntable_span)
     else:
         positions = lattice(
             n, rotor_min=cfg.rotor_min, rotor_max=cfg.rotor_max, turntable_span=cfg.turntable_span
         )
-    ordered = order(positions, time_fn, start)
+    ordered = order(positions, time_fn, start, stop=stop)
     return Plan(
         positions=ordered,
         motion_time_s=route_time(ordered, time_fn, start),

@@ -176,6 +176,8 @@ class DaemonConfig:
     data_dir: str = _field(_absolute)
     socket_group: str | None = _field(optional(_group))  # null: the daemon's own group
     max_transfers: int = _field(between(1, 8))  # uploads/downloads running at once
+    max_clients: int = _field(between(1, 10_000))  # socket connections served at once
+    max_queued_bytes: int = _field(between(65_536, 1 << 30))  # queued for a client that does not read
 
 
 @dataclass(frozen=True)

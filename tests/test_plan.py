@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import random
+import resource
+import subprocess
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
+from openscan_pi import plan as plan_module
 from openscan_pi.plan import (
+    DENSE_MAX,
     GOLDEN_ANGLE,
+    MAX_POSITIONS,
     Plan,
+    PlanCancelled,
     Position,
     TimeFn,
     lattice,
@@ -308,3 +318,80 @@ def test_make_plan_with_part_of_the_turntable() -> None:
 def test_bad_arguments_are_refused_clearly(call: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         call()  # type: ignore[operator]
+
+
+# -- many positions -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("time_fn", [SIMPLE, SLOW_TURNTABLE], ids=["simple", "slow-turntable"])
+@pytest.mark.parametrize("n", [DENSE_MAX + 1, 2000])
+def test_many_positions_are_ordered_near_by_near(time_fn: TimeFn, n: int) -> None:
+    positions = lattice(n, rotor_min=-30, rotor_max=70)
+    ordered = order(positions, time_fn, (0.0, 0.0))
+    assert sorted(p.index for p in ordered) == list(range(n))  # a permutation
+    assert route_time(ordered, time_fn, (0.0, 0.0)) < 0.1 * route_time(positions, time_fn, (0.0, 0.0))
+    steps = [turntable_distance(a.turntable, b.turntable) for a, b in zip(ordered, ordered[1:], strict=False)]
+    assert sum(steps) / len(steps) < 20  # a sweep, not jumps of the golden angle
+    assert order(positions, time_fn, (0.0, 0.0)) == ordered  # deterministic
+
+
+def test_many_positions_almost_as_good_as_judging_every_pair(monkeypatch: pytest.MonkeyPatch) -> None:
+    positions = lattice(DENSE_MAX + 200, rotor_min=-30, rotor_max=70)
+    near = route_time(order(positions, SLOW_TURNTABLE, (0.0, 0.0)), SLOW_TURNTABLE, (0.0, 0.0))
+    monkeypatch.setattr(plan_module, "DENSE_MAX", len(positions))
+    every = route_time(order(positions, SLOW_TURNTABLE, (0.0, 0.0)), SLOW_TURNTABLE, (0.0, 0.0))
+    assert near <= 1.05 * every, (near, every)
+
+
+def test_many_positions_with_a_one_way_time_function() -> None:
+    positions = ring(DENSE_MAX * 2, rotor=0)
+    shuffled = positions[:]
+    random.Random(5).shuffle(shuffled)
+    f = forward_only_time()
+    ordered = order(shuffled, f, (0.0, 0.0))
+    assert route_time(ordered, f, (0.0, 0.0)) <= 1.05 * 360 / 90
+
+
+@pytest.mark.parametrize("n", [50, DENSE_MAX + 1, 3000])
+@pytest.mark.parametrize("asked", [1, 3])
+def test_planning_stops_when_asked(n: int, asked: int) -> None:
+    calls = []
+
+    def stop() -> bool:
+        calls.append(1)
+        return len(calls) >= asked
+
+    with pytest.raises(PlanCancelled):
+        make_plan(n, plan_config(), SIMPLE, (0.0, 0.0), stop=stop)
+    assert len(calls) == asked
+    assert len(make_plan(n, plan_config(), SIMPLE, (0.0, 0.0), stop=lambda: False).positions) == n
+
+
+def test_the_most_positions_plan_in_bounded_memory(tmp_path: Path) -> None:
+    """The allowed maximum through the command line, in a process of its own: its peak memory
+    (ru_maxrss of that child alone) stays far below what a Pi Zero 2 W has. The address space is
+    capped so that a planner that grows with N² fails at once instead of swapping."""
+    from tests.conftest import cli_env
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+    config = tmp_path / "config.yaml"
+    config.write_text(f"rig:\n  model: simulated\ndaemon:\n  data_dir: {tmp_path / 'data'}\n")
+    out = tmp_path / "plan.json"
+    with open(out, "wb") as stdout:
+        proc = subprocess.Popen([sys.executable, "-m", "openscan_pi", "--config", str(config), "plan",
+                                 "--positions", str(MAX_POSITIONS), "--json"], stdout=stdout,
+                                stderr=subprocess.PIPE, env=cli_env(), preexec_fn=cap)
+        _, status, usage = os.wait4(proc.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, proc.stderr.read() if proc.stderr else ""
+    proc.returncode = 0
+    plan = json.loads(out.read_text())
+    assert len(plan) == MAX_POSITIONS
+    assert len({(p["rotor"], p["turntable"]) for p in plan}) == MAX_POSITIONS
+    assert usage.ru_maxrss * 1024 < 256 * 2**20, f"peak {usage.ru_maxrss / 1024:.0f} MB"
+
+
+def test_more_than_the_most_positions_is_refused() -> None:
+    with pytest.raises(ValueError, match=f"at most {MAX_POSITIONS}"):
+        make_plan(MAX_POSITIONS + 1, plan_config(), SIMPLE, (0.0, 0.0))

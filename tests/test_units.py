@@ -242,6 +242,18 @@ def test_service_sandbox_keeps_gpio_and_camera_reachable() -> None:
     assert "ProcSubset" not in unit["Service"]
 
 
+def test_service_descriptor_limit_leaves_room_for_clients_and_jobs() -> None:
+    """LimitNOFILE= is set (systemd's soft default is 1024) and holds the default number of clients
+    the daemon serves at once, the descriptors it keeps for its jobs, and its own (camera, pins,
+    journal) with room to spare."""
+    from openscan_pi.daemon.server import FD_RESERVE
+
+    limit = one(service(), "Service", "LimitNOFILE")
+    soft, _, hard = limit.partition(":")
+    assert soft.isdigit() and (not hard or hard.isdigit()), limit
+    assert int(soft) >= 2 * (default_config().daemon.max_clients + FD_RESERVE), limit
+
+
 def test_socket_unit_matches_the_config_default() -> None:
     unit = socket_unit()
     cfg = default_config()

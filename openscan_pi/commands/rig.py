@@ -34,11 +34,13 @@ def _angles(cfg: Config) -> tuple[float, float]:
 
 def plan(args: argparse.Namespace, cfg: Config) -> int:
     """``plan --positions N``: the positions in capture order, with the motion time saved."""
-    from openscan_pi.plan import make_plan
+    from openscan_pi.plan import MAX_POSITIONS, make_plan
     from openscan_pi.rig.estimate import rig_time_fn
 
     if args.positions < 1:
         raise InputError("--positions must be at least 1")
+    if args.positions > MAX_POSITIONS:
+        raise InputError(f"--positions must be at most {MAX_POSITIONS}")
     start = _angles(cfg)
     result = make_plan(args.positions, cfg.plan, rig_time_fn(cfg.rig), start)
     if args.json:

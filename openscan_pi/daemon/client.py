@@ -88,8 +88,9 @@ class DaemonClient:
         self._send(protocol.request(request_id, method, params))
         while True:
             message = self._receive()
-            if message.get("id") == request_id:
-                break  # notifications that arrive meanwhile are not ours to answer
+            if message.get("id") == request_id or ("error" in message and message.get("id") is None):
+                break  # notifications that arrive meanwhile are not ours to answer; an error
+                # without an id is (e.g. "too many clients" before the connection is closed)
         if "error" in message:
             err = message["error"]
             raise DaemonError(str(err.get("message")), int(err.get("code", 0)))
@@ -117,7 +118,17 @@ class DaemonClient:
         try:
             self.sock.sendall(line)
         except OSError as exc:
-            raise UserError(f"lost the daemon on {self.path}: {exc.strerror or exc}") from None
+            raise self._farewell() or UserError(
+                f"lost the daemon on {self.path}: {exc.strerror or exc}") from None
+
+    def _farewell(self) -> DaemonError | None:
+        """The error the daemon sent before it closed the connection (too many clients), if any."""
+        try:
+            data = self.sock.recv(65536, socket.MSG_DONTWAIT)
+            err = json.loads(data.split(b"\n", 1)[0])["error"]
+            return DaemonError(str(err["message"]), int(err["code"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
 
     def _receive(self) -> dict[str, Any]:
         try:

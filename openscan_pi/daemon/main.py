@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import signal
 import socket
 import sys
@@ -33,6 +34,21 @@ log = logging.getLogger(__name__)
 SWITCH_INTERVAL_S = 0.0005
 #: How long a stop may take before the remaining threads are left behind (systemd allows more).
 STOP_TIMEOUT_S = 4.0
+#: The soft descriptor limit is raised to the hard one, but not past this.
+MAX_NOFILE = 65536
+
+
+def raise_fd_limit(most: int = MAX_NOFILE) -> None:
+    """Raise the soft descriptor limit to the hard one (at most ``most``): the default soft limit
+    (1024) is the one a flood of connections would hit first. Where it cannot be raised (a
+    seccomp filter, a container), the daemon lives with it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = most if hard == resource.RLIM_INFINITY else min(hard, most)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (OSError, ValueError) as exc:
+            log.debug("cannot raise the descriptor limit from %d: %s", soft, exc)
 
 
 class Service:
@@ -74,6 +90,7 @@ class Service:
         # The rig and transfer threads hold the GIL for up to the switch interval (5 ms by
         # default) before the event loop may answer a client; a shorter one keeps answers prompt.
         sys.setswitchinterval(SWITCH_INTERVAL_S)
+        raise_fd_limit()
         handed = systemd_socket()
         path = self.cfg.socket_path
         sock: socket.socket = handed or bind_socket(path, self.cfg.daemon.socket_group)
@@ -82,7 +99,8 @@ class Service:
         watchdog: asyncio.Task | None = None
         try:
             await self.loop.run_in_executor(None, daemon.start)
-            self.server = RpcServer(make_methods(daemon))
+            self.server = RpcServer(make_methods(daemon), max_clients=self.cfg.daemon.max_clients,
+                                    max_queued_bytes=self.cfg.daemon.max_queued_bytes)
             await self.server.start(sock)
             if self.signals:
                 for signum in (signal.SIGTERM, signal.SIGINT):
@@ -140,6 +158,9 @@ class Service:
             log.error("config reload failed, keeping the old config: %s", exc)
         else:
             self.cfg = cfg
+            if self.server is not None:
+                self.server.max_clients = cfg.daemon.max_clients
+                self.server.max_queued_bytes = cfg.daemon.max_queued_bytes
             log.info("config reloaded from %s", cfg.source or source)
         self._tell(self.daemon.status())
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import math
 import os
@@ -20,7 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 from openscan_pi.daemon.protocol import INVALID_PARAMS, RpcError
 from openscan_pi.daemon.server import Connection, Handler
+from openscan_pi.logs import quote
 from openscan_pi.names import job_problem, project_problem
+from openscan_pi.plan import MAX_POSITIONS  # most positions one scan may ask for
 
 if TYPE_CHECKING:
     from openscan_pi.daemon.service import Daemon
@@ -30,8 +33,6 @@ log = logging.getLogger(__name__)
 
 #: How long ``cancel`` waits for a running job to reach a safe point before answering.
 CANCEL_WAIT_S = 30.0
-#: Most positions one scan may ask for.
-MAX_POSITIONS = 10_000
 
 
 class Params:
@@ -132,22 +133,28 @@ def make_methods(daemon: Daemon) -> dict[str, Handler]:
         p = Params(params, ("positions", "project"))
         positions = p.integer("positions", 1, MAX_POSITIONS)
         project = p.name("project", project_problem)
-        log.info("scan of %s positions asked by %s", positions, conn.peer)
+        log.info("scan of %s positions%s asked by %s", positions,
+                 f" for project {quote(project)}" if project else "", conn.peer)
+        # The token check waits on the cloud in a thread of its own, shared by the scans asked
+        # meanwhile and bounded: the workers below are never held by a cloud that hangs.
+        await daemon.token_check.settle()
         return await asyncio.to_thread(daemon.scan, int(positions or 0), project)
 
     async def cancel(params: dict[str, Any], conn: Connection) -> Any:
         p = Params(params, ("job",))
         job_id = p.name("job", job_problem)
-        log.info("cancel of %s asked by %s", job_id or "the running job", conn.peer)
+        log.info("cancel of %s asked by %s", quote(job_id) if job_id else "the running job",
+                 conn.peer)
         target, stopped = daemon.cancel(job_id)
-        if stopped is not None:
-            await asyncio.to_thread(stopped.wait, CANCEL_WAIT_S)
+        if stopped is not None:  # waited for without a thread: any number of cancels at once
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(stopped)), CANCEL_WAIT_S)
         return daemon.job_public(target)
 
     async def retry(params: dict[str, Any], conn: Connection) -> Any:
         p = Params(params, ("job",))
         job_id = str(p.name("job", job_problem, required=True))
-        log.info("retry of %s asked by %s", job_id, conn.peer)
+        log.info("retry of %s asked by %s", quote(job_id), conn.peer)
         return await asyncio.to_thread(daemon.retry, job_id)
 
     async def on_rig(name: str, conn: Connection, call: Any) -> Any:

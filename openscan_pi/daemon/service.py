@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from openscan_pi import __version__
 from openscan_pi.config import Config
+from openscan_pi.daemon.preflight import TokenCheck
 from openscan_pi.errors import InputError, UserError
 from openscan_pi.fsutil import try_lock
 from openscan_pi.jobs.state import ACTIVE, NEEDS_RIG, JobState
@@ -27,6 +28,7 @@ from openscan_pi.names import check_project
 from openscan_pi.paths import prepare_data_dir
 
 if TYPE_CHECKING:
+    from openscan_pi.cloud.api import TokenInfo
     from openscan_pi.cloud.local import LocalCloud
     from openscan_pi.rig.rig import Rig
 
@@ -57,7 +59,7 @@ class Daemon:
         self._lock = threading.RLock()
         self._create_lock = threading.Lock()
         self._running: dict[str, threading.Event] = {}  # job id -> its stop event
-        self._released: dict[str, threading.Event] = {}
+        self._released: dict[str, concurrent.futures.Future[None]] = {}
         self._cancelling: set[str] = set()
         self._active: dict[str, Job] = {}
         self._last: Job | None = None
@@ -75,6 +77,8 @@ class Daemon:
         self._local_users = 0
         self._progress_at = 0.0
         self._lock_fd: int | None = None
+        #: The token check before a scan, shared by the scans asked at once (bounded wait).
+        self.token_check = TokenCheck(self._fetch_token_info)
 
     # -- life -------------------------------------------------------------------------------------
 
@@ -114,6 +118,7 @@ class Daemon:
         rig (drivers disabled), release the data folder. Waits at most ``timeout`` seconds for
         the threads; one still stuck in a network call is left to die with the process."""
         self.stopping.set()
+        self.token_check.close()
         with self._lock:
             for event in self._running.values():
                 event.set()
@@ -168,11 +173,9 @@ class Daemon:
         if self.stopping.is_set():
             raise UserError("the daemon is stopping")
         name = check_project(project) if project else None
-        local = self._acquire_local()
-        try:
-            warnings = preflight(self.cfg, positions, local=local)
-        finally:
-            self._release_local()
+        warnings = preflight(self.cfg, positions, token_info=self.token_check)
+        if self.stopping.is_set():
+            raise UserError("the daemon is stopping")
         for warning in warnings:
             log.warning("%s", warning)
         with self._create_lock:  # two requests for one name: the second is refused
@@ -186,8 +189,8 @@ class Daemon:
         self._schedule(job)
         return self._public(job)
 
-    def cancel(self, job_id: str | None) -> tuple[str, threading.Event | None]:
-        """Cancel a job (the running one by default). Returns its id and an event set when it
+    def cancel(self, job_id: str | None) -> tuple[str, concurrent.futures.Future[None] | None]:
+        """Cancel a job (the running one by default). Returns its id and a future done when it
         has stopped, when it was running (None when it was cancelled at once)."""
         with self._lock:
             if job_id is None:
@@ -270,7 +273,7 @@ class Daemon:
             if self.stopping.is_set() or job.state not in states or job.id in self._running:
                 return None
             self._running[job.id] = threading.Event()
-            self._released[job.id] = threading.Event()
+            self._released[job.id] = concurrent.futures.Future()
             return self._running[job.id]
 
     def _release(self, job: Job) -> None:
@@ -281,7 +284,7 @@ class Daemon:
                 self._cancelling.discard(job.id)
                 if job.state in ACTIVE or job.state == S.FAILED:
                     job.transition(S.CANCELLED, step="cancelled")
-        released.set()
+        released.set_result(None)
 
     def _run(self, job: Job, phase: str, stop: threading.Event) -> None:
         from openscan_pi.cloud.transfer import Cancelled
@@ -354,19 +357,18 @@ class Daemon:
                 call, future = task
                 self.rig.cancel = self._rig_stop
                 result: Any = None
-                error: BaseException | None = None
+                failure: BaseException | None = None
                 running = future.set_running_or_notify_cancel()
                 try:
                     if running:
                         result = call(self.rig)
                 except BaseException as exc:
-                    error = exc
-                finally:
-                    with self._lock:  # free before the answer: the caller's next call is not "busy"
-                        self._rig_task = None
-                    self._notify()
-                if running and error is not None:
-                    future.set_exception(error)
+                    failure = exc
+                with self._lock:
+                    self._rig_task = None  # free before the caller hears: its next call is taken
+                self._notify()
+                if failure is not None:
+                    future.set_exception(failure)
                 elif running:
                     future.set_result(result)
         finally:
@@ -414,9 +416,20 @@ class Daemon:
                 self.rig = self._open_rig(self.cfg)  # the old config, as it was
                 raise
             self.rig, self.cfg, self.loaded_at = new, cfg, time.time()
+            self.token_check.forget()
             return "reloaded"
 
         return self.rig_call("reload", swap)
+
+    def _fetch_token_info(self) -> TokenInfo:
+        """The token's info from the cloud of the current config (the bundled one when local)."""
+        from openscan_pi.jobs.runner import fetch_token_info
+
+        cfg, local = self.cfg, self._acquire_local()
+        try:
+            return fetch_token_info(cfg, local)
+        finally:
+            self._release_local()
 
     def _acquire_local(self) -> LocalCloud | None:
         if not self.cfg.cloud.is_local:

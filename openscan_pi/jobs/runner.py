@@ -24,6 +24,7 @@ from openscan_pi.jobs.state import JobState
 from openscan_pi.jobs.store import Capture, Job
 
 if TYPE_CHECKING:
+    from openscan_pi.cloud.api import TokenInfo
     from openscan_pi.cloud.local import LocalCloud
     from openscan_pi.rig.rig import Rig
 
@@ -56,11 +57,22 @@ def check_free_space(folder: Path, need: float) -> None:
                         "positions")
 
 
-def preflight(cfg: Config, positions: int, *, local: LocalCloud | None = None) -> list[str]:
+def fetch_token_info(cfg: Config, local: LocalCloud | None = None) -> TokenInfo:
+    """The token's credit and limits, asked once (a scan must not wait on Wi-Fi)."""
+    from openscan_pi.cloud.transfer import connect
+
+    with connect(cfg, local) as (api, _):
+        return api.token_info(once=True)
+
+
+def preflight(cfg: Config, positions: int, *, local: LocalCloud | None = None,
+              token_info: Callable[[], TokenInfo] | None = None) -> list[str]:
     """Refuse a new scan the disk or the token cannot take (:class:`UserError`); returns warnings
-    (e.g. the cloud could not be asked: the scan goes ahead, the upload waits for the network)."""
+    (e.g. the cloud could not be asked: the scan goes ahead, the upload waits for the network).
+    ``token_info`` asks the cloud instead of :func:`fetch_token_info` (the daemon shares one
+    check between the scans asked at once)."""
     from openscan_pi.cloud.errors import CloudError
-    from openscan_pi.cloud.transfer import connect, token_problem
+    from openscan_pi.cloud.transfer import token_problem
 
     need = estimated_bytes(cfg, positions)
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
@@ -70,8 +82,7 @@ def preflight(cfg: Config, positions: int, *, local: LocalCloud | None = None) -
         raise UserError("no token: set cloud.token in the config or $OPENSCAN_PI_TOKEN (a private "
                         "token comes from cloud@openscan.eu), then scan")
     try:
-        with connect(cfg, local) as (api, _):
-            info = api.token_info(once=True)  # one quick try: a scan must not wait on Wi-Fi
+        info = token_info() if token_info is not None else fetch_token_info(cfg, local)
     except CloudError as exc:
         return [f"could not check the token ({exc}); scanning anyway, the upload waits for the "
                 "cloud"]
@@ -154,11 +165,16 @@ class JobRunner:
         path = self.job.folder / "plan.json"
         if path.exists():
             return list(read_json(path))
-        from openscan_pi.plan import make_plan
+        from openscan_pi.plan import PlanCancelled, make_plan
         from openscan_pi.rig.estimate import rig_time_fn
 
-        plan = make_plan(int(self.job.data["positions"]), self.cfg.plan,
-                         rig_time_fn(self.cfg.rig), start)
+        self.job.update(step="planning")
+        try:
+            plan = make_plan(int(self.job.data["positions"]), self.cfg.plan,
+                             rig_time_fn(self.cfg.rig), start, stop=self.stop.is_set)
+        except PlanCancelled:
+            self._check_stop()  # raises Cancelled: planned again when the job goes on
+            raise
         positions = [{"rotor": p.rotor, "turntable": p.turntable} for p in plan.positions]
         atomic_write_json(path, positions)
         self.job.update(motion_estimate_s=plan.motion_time_s)

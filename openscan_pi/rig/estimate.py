@@ -6,9 +6,14 @@ the shortest way round (unless it has limits). Times follow the same trapezoid p
 
 from __future__ import annotations
 
+import functools
+
 from openscan_pi.plan import TimeFn
 from openscan_pi.rig.motion import move_time
 from openscan_pi.schema import AxisConfig, RigConfig
+
+#: Step counts whose move time each axis of :func:`rig_time_fn` keeps.
+CACHE_SIZE = 1 << 16
 
 
 def axis_steps(cfg: AxisConfig, start: float, end: float, *, wrap: bool) -> int:
@@ -25,9 +30,19 @@ def axis_seconds(cfg: AxisConfig, start: float, end: float, *, wrap: bool) -> fl
 
 
 def rig_time_fn(rig: RigConfig) -> TimeFn:
-    """The planner's time function for this rig: ``(rotor, turntable) -> (rotor, turntable)``."""
+    """The planner's time function for this rig: ``(rotor, turntable) -> (rotor, turntable)``.
+
+    A move's time depends only on its step count, so each axis remembers the times it has worked
+    out (at most one per step count a move can have: the planner asks millions of times)."""
+    rotor_time = functools.lru_cache(maxsize=CACHE_SIZE)(
+        lambda steps: move_time(steps, rig.rotor.max_speed, rig.rotor.acceleration))
+    turntable_time = functools.lru_cache(maxsize=CACHE_SIZE)(
+        lambda steps: move_time(steps, rig.turntable.max_speed, rig.turntable.acceleration))
+
+    wrap = rig.turntable.min_angle is None  # a turntable with limits never goes round
+
     def seconds(a: tuple[float, float], b: tuple[float, float]) -> float:
-        return max(axis_seconds(rig.rotor, a[0], b[0], wrap=False),
-                   axis_seconds(rig.turntable, a[1], b[1], wrap=rig.turntable.min_angle is None))
+        return max(rotor_time(axis_steps(rig.rotor, a[0], b[0], wrap=False)),
+                   turntable_time(axis_steps(rig.turntable, a[1], b[1], wrap=wrap)))
 
     return seconds

@@ -3,6 +3,7 @@ waiting on its ``subscribe`` notifications (never on sleeps)."""
 
 from __future__ import annotations
 
+import resource
 import shutil
 import signal
 import subprocess
@@ -36,13 +37,21 @@ class DaemonProcess:
         self.log = root / "daemon.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, *extra: str) -> DaemonProcess:
-        """Start it and wait until the socket answers."""
+    def start(self, *extra: str, nofile: int | tuple[int, int] | None = None) -> DaemonProcess:
+        """Start it (with RLIMIT_NOFILE ``nofile``: soft and hard, or ``(soft, hard)``, when given)
+        and wait until the socket answers."""
         assert self.proc is None or self.proc.poll() is not None
+
+        def limit() -> None:  # in the child, before exec
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE,
+                                   nofile if isinstance(nofile, tuple) else (nofile, nofile))
+
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "openscan_pi", "--config", str(self.config), "daemon",
-                 *extra], stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=cli_env())
+                 *extra], stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=cli_env(),
+                preexec_fn=limit if nofile is not None else None)
         deadline = time.monotonic() + 30
         while True:
             if self.proc.poll() is not None:
@@ -108,13 +117,15 @@ class DaemonProcess:
         return self.log.read_text(errors="replace")
 
 
-def daemon_config(root: Path, *, cloud: LocalCloud | None = None, **sections: Any) -> Path:
-    """A config for a simulated daemon under ``root`` (the bundled cloud, or ``cloud``)."""
+def daemon_config(root: Path, *, cloud: LocalCloud | None = None,
+                  cloud_keys: dict[str, Any] | None = None, **sections: Any) -> Path:
+    """A config for a simulated daemon under ``root`` (the bundled cloud, or ``cloud``: anything with
+    a ``url``), ``cloud_keys`` changed in the ``cloud`` section."""
     cloud_section: dict[str, Any] = {"token": TOKEN, "poll_interval_s": 0.05,
                                      "poll_max_interval_s": 0.2, "backoff_s": 0.01,
                                      "retries": 2, "max_offline_s": 30, "max_part_bytes": 200_000,
                                      "url": cloud.url if cloud else "local",
-                                     "local": {"processing_s": 0.3}}
+                                     "local": {"processing_s": 0.3}, **(cloud_keys or {})}
     data: dict[str, Any] = {
         "cloud": cloud_section,
         "daemon": {"socket": str(root / "run" / "d.sock"), "data_dir": str(root / "data")},
@@ -138,11 +149,14 @@ def short_dir() -> Iterator[Path]:
 
 @pytest.fixture
 def make_daemon(short_dir: Path) -> Iterator[Callable[..., DaemonProcess]]:
-    """``make_daemon(cloud=None, **sections)``: a configured (not yet started) daemon."""
+    """``make_daemon(cloud=None, cloud_keys=None, **sections)``: a configured (not yet started)
+    daemon."""
     made: list[DaemonProcess] = []
 
-    def make(*, cloud: LocalCloud | None = None, **sections: Any) -> DaemonProcess:
-        d = DaemonProcess(short_dir, daemon_config(short_dir, cloud=cloud, **sections))
+    def make(*, cloud: LocalCloud | None = None, cloud_keys: dict[str, Any] | None = None,
+             **sections: Any) -> DaemonProcess:
+        d = DaemonProcess(short_dir, daemon_config(short_dir, cloud=cloud, cloud_keys=cloud_keys,
+                                                   **sections))
         made.append(d)
         return d
 
