@@ -3,7 +3,8 @@
 Each step starts from what is durable: scanning continues at the first position not in the
 manifest (the plan is saved with the job, so a resumed scan visits the same positions), uploading
 continues from the transfer journal (never a second cloud project), processing keeps polling,
-downloading starts the download again (the model folder is never half there).
+downloading takes a model folder that was renamed into place before the records said so, or
+starts the download again (the model folder is never half there).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from openscan_pi.config import Config
 from openscan_pi.errors import DiskError, UserError
 from openscan_pi.fsutil import atomic_write_json, read_json
+from openscan_pi.jobs import recover
 from openscan_pi.jobs.state import JobState
 from openscan_pi.jobs.store import Capture, Job
 
@@ -247,12 +249,34 @@ class JobRunner:
         """Seconds this job has spent uploading, processing and downloading, over all runs."""
         return self._spent_before + time.perf_counter() - self._began
 
+    def _model_in_place(self) -> bool:
+        """Clear what a cut download left; True (and the job done) when the model folder was
+        renamed into place before the records said so."""
+        from openscan_pi.cloud.journal import Journal
+
+        job = self.job
+        journal = Journal.find(self.cfg.data_dir, str(job.data["project"]))
+        if journal is None or journal.data.get("job") != job.id or journal.reached("downloaded"):
+            return False
+        files, said = recover.model_in_place(job.model_dir)
+        for line in said:
+            self.emit("warning", text=line)
+        if files is None:
+            return False
+        journal.update(phase="downloaded", model_dir=str(job.model_dir),
+                       files=[str(f) for f in files])
+        job.transition(JobState.DONE, step="done", model_dir=str(job.model_dir),
+                       transfer_s=self._transfer_s())
+        return True
+
     def _transfer(self) -> None:
         from openscan_pi.cloud.journal import Journal
         from openscan_pi.cloud.transfer import Transfer, connect
         from openscan_pi.cloud.virtualzip import VirtualZip
 
         job, cfg = self.job, self.cfg
+        if job.state == JobState.DOWNLOADING and self._model_in_place():
+            return
         captures = job.captures()
         if not captures:
             raise UserError(f"job {job.id} has no images to upload")
