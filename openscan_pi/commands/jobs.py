@@ -32,6 +32,8 @@ def _run(cfg: Config, job: Job, json_output: bool) -> int:
         printer.close()
         if json_output:
             emit_json(job.public())
+        if "`openscan-pi retry" in str(exc):  # it says what retry does already
+            raise UserError(str(exc)) from None
         raise UserError(f"{exc} (job {job.id} keeps its images: `openscan-pi retry {job.id}` "
                         "continues it)") from None
     except KeyboardInterrupt:
