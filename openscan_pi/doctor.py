@@ -305,6 +305,9 @@ def check_jobs(cfg: Config) -> Check:
 
     store = JobStore(cfg.data_dir)
     jobs, broken = store.survey()
+    if broken and broken[0].path == store.root:  # the folder itself cannot be listed
+        return Check("jobs", WARN, f"{store.root} cannot be read by {_user()}: the job folders "
+                                   "were not checked", "run `sudo openscan-pi doctor`")
     if not broken:
         return Check("jobs", OK, f"{len(jobs)} job{'s' if len(jobs) != 1 else ''} in {store.root}, "
                                  "none broken")

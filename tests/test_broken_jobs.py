@@ -4,6 +4,7 @@ what is wrong and the fix, and left byte for byte as it was; the other jobs are 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,15 @@ def test_an_empty_folder_is_a_job_being_created_not_a_broken_one(tmp_path: Path)
     (root / "20250101-120000-002" / "images").mkdir(parents=True)
     (root / ".hidden").mkdir()
     assert JobStore(tmp_path / "data").survey() == ([], [])
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any folder")
+def test_doctor_says_when_it_cannot_read_the_job_folders(config: Path, tmp_path: Path) -> None:
+    root = tmp_path / "data" / "jobs"
+    root.mkdir(parents=True)
+    root.chmod(0)
+    try:
+        check = check_jobs(load_config(config, env={}))
+    finally:
+        root.chmod(0o755)
+    assert check.status == WARN and check.detail.startswith(f"{root} cannot be read by ")
