@@ -139,7 +139,11 @@ def _add_job_commands(sub: argparse._SubParsersAction) -> None:
     sc.set_defaults(handler="jobs.scan")
 
     jb = sub.add_parser("jobs", help="list the jobs and their states",
-                        description="Every job under daemon.data_dir/jobs with its state.")
+                        description="Every job under daemon.data_dir/jobs with its state, then "
+                                    "the job folders that cannot be run (with the fix).")
+    jb.add_argument("--broken", action="store_true",
+                    help="list only the job folders that cannot be run (--json: their "
+                         "{id, path, problem, fix})")
     _add_common(jb, simulate=False)
     jb.set_defaults(handler="jobs.jobs")
 

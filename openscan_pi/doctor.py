@@ -1,7 +1,7 @@
 """``openscan-pi doctor``: check what a scan needs, one :class:`Check` each, with the fix.
 
 The checks, in order: ``config``, ``pins``, ``camera``, ``groups``, ``socket``, ``data_dir``,
-``cloud``, ``token``, ``clock``. Each runs in its own thread with a time bound, and a check that
+``jobs``, ``cloud``, ``token``, ``clock``. Each runs in its own thread with a time bound, and a check that
 fails, hangs or breaks never stops the others. Nothing here drives a pin, opens the camera or
 writes a file; hardware modules are imported only inside the checks that need them. With
 ``cloud.url: local`` the cloud checks ask a throwaway bundled local cloud (its store in a
@@ -300,6 +300,29 @@ def check_data_dir(cfg: Config, *,
     return Check("data_dir", OK, f"{where}: {made}, {figures}")
 
 
+def check_jobs(cfg: Config) -> Check:
+    """The job folders under the data folder: every one a job this version can run (read only)."""
+    from openscan_pi.jobs.store import JobStore
+
+    store = JobStore(cfg.data_dir)
+    jobs, broken = store.survey()
+    if broken and broken[0].path == store.root:  # the folder itself cannot be listed
+        return Check("jobs", WARN, f"{store.root} cannot be read by {_user()}: the job folders "
+                                   "were not checked", "run `sudo openscan-pi doctor`")
+    if not broken:
+        return Check("jobs", OK, f"{len(jobs)} job{'s' if len(jobs) != 1 else ''} in {store.root}, "
+                                 "none broken")
+    shown = "; ".join(f"{b.path}: {b.problem}" for b in broken[:3])
+    if len(broken) > 3:
+        shown += f"; and {len(broken) - 3} more (`openscan-pi jobs --broken` lists them)"
+    many = len(broken) != 1
+    fix = broken[0].fix if not many else (
+        f"move each out of {store.root}, or fix the file named (`openscan-pi jobs --broken` "
+        "says what is wrong with each)")
+    return Check("jobs", WARN, f"{len(broken)} job folder{'s' if many else ''} cannot be run "
+                               f"(the other {len(jobs)} run on): {shown}", fix)
+
+
 # -- running them --------------------------------------------------------------------------------
 
 
@@ -342,6 +365,7 @@ def run_checks(cfg: Config, *, now: Callable[[], float] = time.time,
         (["groups"], lambda: [check_groups(cfg)], CHECK_TIMEOUT_S),
         (["socket"], lambda: [check_socket(cfg)], 3 * DAEMON_TIMEOUT_S),
         (["data_dir"], lambda: [check_data_dir(cfg)], CHECK_TIMEOUT_S),
+        (["jobs"], lambda: [check_jobs(cfg)], CHECK_TIMEOUT_S),
         (["cloud", "token"], lambda: cloud_checks(cfg, dates), CLOUD_CHECKS_TIMEOUT_S),
         (["clock"], lambda: [check_clock(next(filter(None, reversed(dates)), None), now=now)],
          CHECK_TIMEOUT_S),

@@ -31,7 +31,8 @@ from openscan_pi.doctor_cloud import check_clock
 from tests.conftest import TOKEN, run_cli
 from tests.daemon.conftest import DaemonProcess, daemon_config
 
-NAMES = ["config", "pins", "camera", "groups", "socket", "data_dir", "cloud", "token", "clock"]
+NAMES = ["config", "pins", "camera", "groups", "socket", "data_dir", "jobs", "cloud", "token",
+         "clock"]
 
 
 def write(path: Path, *, cloud_url: str = "local", token: str = TOKEN, rig: str = "simulated",
@@ -85,8 +86,8 @@ def test_simulate_passes_on_any_machine(tmp_path: Path) -> None:
     socket_line = lines[4]
     assert socket_line.startswith("warn  socket     the daemon is not running")
     assert socket_line.endswith("→ fix: sudo systemctl start openscan-pi (or run `openscan-pi daemon`)")
-    assert "bundled local cloud at http://127.0.0.1:" in lines[6] and "online" in lines[6]
-    assert lines[-1].startswith("all 9 checks passed")
+    assert "bundled local cloud at http://127.0.0.1:" in lines[7] and "online" in lines[7]
+    assert lines[-1].startswith("all 10 checks passed")
     assert not (tmp_path / "data").exists()  # doctor writes nothing
 
 
@@ -151,7 +152,7 @@ def test_unreachable_cloud_fails_cloud_and_token(tmp_path: Path) -> None:
     assert lines["cloud"].endswith(f"→ fix: check the network and cloud.url ({url})")
     assert lines["token"].startswith("FAIL  token      not checked: the cloud did not answer")
     assert lines["clock"].startswith("ok    clock ")
-    assert done.stdout.splitlines()[-1].startswith("2 of 9 checks failed")
+    assert done.stdout.splitlines()[-1].startswith("2 of 10 checks failed")
 
 
 def test_a_token_the_cloud_refuses(tmp_path: Path) -> None:
@@ -206,7 +207,7 @@ def test_a_real_rig_on_a_machine_without_gpio_or_camera(tmp_path: Path, cloud: L
                                   "python3-lgpio), or use --simulate")
     assert lines["camera"].startswith("FAIL  camera     picamera2 is not installed")
     assert "→ fix: sudo apt install python3-picamera2" in lines["camera"]
-    assert done.stdout.splitlines()[-1].startswith("2 of 9 checks failed")
+    assert done.stdout.splitlines()[-1].startswith("2 of 10 checks failed")
 
 
 # -- the parts that need hardware, a user or a clock we do not have --------------------------------

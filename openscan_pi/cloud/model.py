@@ -21,6 +21,7 @@ import zipfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from glob import escape as glob_escape
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -348,6 +349,20 @@ def extract_model(
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return sorted(Path(out_dir).joinpath(*e.parts) for e in entries if not e.is_dir)
+
+
+def leftovers(out_dir: str | Path) -> list[Path]:
+    """What a download into ``out_dir`` cut short (``kill -9``, a power cut) leaves beside it:
+    the model zip (``.<name>.model.zip``), its temp file (``..<name>.model.zip.*.part``) and the
+    temp folder of an extraction (``.<name>.*.partial``). ``out_dir`` itself is never among
+    them: it only ever appears by the rename of a complete extraction (see :func:`extract_model`).
+    """
+    out = Path(os.path.abspath(out_dir))
+    zip_name = f".{out.name}.model.zip"
+    found = [p for p in (out.parent / zip_name,) if p.is_file() or p.is_symlink()]
+    found += sorted(out.parent.glob(f".{glob_escape(zip_name)}.*.part"))
+    found += sorted(out.parent.glob(f".{glob_escape(out.name)}.*.partial"))
+    return found
 
 
 def fetch_model(

@@ -34,6 +34,8 @@ def _run(cfg: Config, job: Job, json_output: bool) -> int:
         printer.close()
         if json_output:
             emit_json(job.public())
+        if "`openscan-pi retry" in str(exc):  # it says what retry does already
+            raise UserError(str(exc)) from None
         raise UserError(f"{exc} (job {job.id} keeps its images: `openscan-pi retry {job.id}` "
                         "continues it)") from None
     except KeyboardInterrupt:
@@ -104,22 +106,54 @@ def retry(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def jobs(args: argparse.Namespace, cfg: Config) -> int:
-    """``jobs``: every job with its state."""
+    """``jobs``: every job with its state, then the job folders that cannot be run.
+
+    ``--json`` prints the list of job objects (the broken folders go to stderr, one line each);
+    ``--broken --json`` the list of broken folders."""
+    from openscan_pi.daemon.client import DaemonError
+    from openscan_pi.daemon.protocol import METHOD_NOT_FOUND
+
     client = daemon_for(args, cfg)
     if client is not None:
         with client:
-            items = client.call("jobs")
+            items = [] if args.broken else client.call("jobs")
+            try:
+                broken = client.call("jobs.broken")
+            except DaemonError as exc:  # a daemon of a version without it
+                if exc.code != METHOD_NOT_FOUND:
+                    raise
+                broken = []
     else:
-        items = [job.public() for job in JobStore(cfg.data_dir).all()]
+        found, reports = JobStore(cfg.data_dir).survey()
+        items = [job.public() for job in found]
+        broken = [b.as_dict() for b in reports]
+    if args.broken:
+        if args.json:
+            emit_json(broken)
+        elif not broken:
+            print("no broken job folders")
+        else:
+            for b in broken:
+                print(f"{b['path']}: {b['problem']}\n  fix: {b['fix']}")
+        return 0
     if args.json:
         emit_json(items)
+        for b in broken:
+            print(f"warning: broken job folder {b['path']}: {b['problem']} (`openscan-pi jobs "
+                  "--broken` says how to fix it)", file=sys.stderr)
         return 0
-    if not items:
+    if not items and not broken:
         print("no jobs yet: `openscan-pi scan --positions 100` starts one")
         return 0
-    print(f"{'job':<20} {'state':<12} {'captured':>9}  project / model")
+    if items:
+        print(f"{'job':<20} {'state':<12} {'captured':>9}  project / model")
     for j in items:
         where = j["model_dir"] or j["error"] or j["step"] or ""
         print(f"{j['id']:<20} {j['state']:<12} {j['captured']:>4}/{j['positions']:<4}  "
               f"{j['project']}  {where}")
+    if broken:
+        print(f"{len(broken)} job folder{'s' if len(broken) != 1 else ''} cannot be run (left as "
+              "they are; the other jobs are not affected):")
+        for b in broken:
+            print(f"  {b['path']}: {b['problem']}\n    fix: {b['fix']}")
     return 0

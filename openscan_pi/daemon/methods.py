@@ -2,7 +2,8 @@
 when that may block).
 
 The contract's methods are ``status``, ``jobs``, ``scan {positions, project?}``, ``cancel {job?}``,
-``retry {job}`` and ``subscribe``; ``job {job}`` and the hand-driven ``rig.move``, ``rig.home``,
+``retry {job}`` and ``subscribe``; ``job {job}``, ``jobs.broken`` (the job folders that cannot be
+run) and the hand-driven ``rig.move``, ``rig.home``,
 ``rig.light``, ``rig.capture`` and ``rig.turn`` are this project's additions.
 """
 
@@ -118,7 +119,11 @@ def make_methods(daemon: Daemon) -> dict[str, Handler]:
 
     async def jobs(params: dict[str, Any], conn: Connection) -> Any:
         Params(params, ())
-        return daemon.list_jobs()
+        return await asyncio.to_thread(daemon.list_jobs)  # it looks at the disk
+
+    async def jobs_broken(params: dict[str, Any], conn: Connection) -> Any:
+        Params(params, ())
+        return await asyncio.to_thread(daemon.broken_jobs)
 
     async def job(params: dict[str, Any], conn: Connection) -> Any:
         p = Params(params, ("job",))
@@ -219,6 +224,7 @@ def make_methods(daemon: Daemon) -> dict[str, Handler]:
 
         return await on_rig("turn", conn, turn)
 
-    return {"status": status, "jobs": jobs, "job": job, "subscribe": subscribe, "scan": scan,
+    return {"status": status, "jobs": jobs, "jobs.broken": jobs_broken, "job": job,
+            "subscribe": subscribe, "scan": scan,
             "cancel": cancel, "retry": retry, "rig.move": rig_move, "rig.home": rig_home,
             "rig.light": rig_light, "rig.capture": rig_capture, "rig.turn": rig_turn}

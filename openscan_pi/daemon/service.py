@@ -22,6 +22,7 @@ from openscan_pi.config import Config
 from openscan_pi.daemon.preflight import TokenCheck
 from openscan_pi.errors import InputError, UserError
 from openscan_pi.fsutil import try_lock
+from openscan_pi.jobs.check import BrokenJob
 from openscan_pi.jobs.state import ACTIVE, NEEDS_RIG, JobState
 from openscan_pi.jobs.store import Job, JobBusy, JobStore
 from openscan_pi.names import check_project
@@ -54,6 +55,7 @@ class Daemon:
         self._on_slow_start = on_slow_start or (lambda seconds: None)
         self.store = JobStore(cfg.data_dir)
         self.jobs: dict[str, Job] = {}
+        self.broken: dict[str, BrokenJob] = {}  # folder name -> why it cannot be run
         self.rig: Rig | None = None
         self.stopping = threading.Event()
         self._lock = threading.RLock()
@@ -102,8 +104,12 @@ class Daemon:
                                       daemon=True)
             thread.start()
             self._transfer_threads.append(thread)
-        for job in self.store.all():
+        jobs, broken = self.store.survey()
+        for job in jobs:
             self._adopt(job)
+        for report in broken:  # told once; the folder is left as it is, the others run on
+            log.warning("%s", report.line())
+            self.broken[report.id] = report
         for job in sorted(self._active.values(), key=lambda j: float(j.data["created"])):
             if job.state == S.SCANNING and self.cfg.jobs.resume_scan == "fail":
                 job.transition(S.FAILED, step="failed", error=(
@@ -156,14 +162,49 @@ class Daemon:
             return {"state": "busy" if busy else "idle", "version": __version__, "rig": rig,
                     "config": {"source": self.cfg.source, "loaded": self.loaded_at},
                     "job": self._public(job) if job else None,
+                    "broken": [b.as_dict() for b in self.broken.values()],
                     "queued": [j.id for j in self._active.values() if j.state == S.QUEUED],
                     "transfers": [i for i in self._running if i != self._rig_job]}
 
     def list_jobs(self) -> list[dict[str, Any]]:
         """Every job, oldest first."""
+        self._recheck()
         with self._lock:
             jobs = sorted(self.jobs.values(), key=lambda j: float(j.data["created"]))
             return [self._public(j) for j in jobs]
+
+    def broken_jobs(self) -> list[dict[str, str]]:
+        """The job folders that cannot be run (path, problem, fix), as they are on disk now."""
+        self._recheck()
+        with self._lock:
+            return [b.as_dict() for b in self.broken.values()]
+
+    def _recheck(self, only: str | None = None) -> None:
+        """Look again at the folders that are not jobs of this daemon (or at ``only``): one
+        moved away is forgotten, one fixed becomes a job (and runs, when unfinished). Called
+        with no lock held (it takes the creation lock, then the state lock)."""
+        with self._create_lock:
+            try:
+                names = {p.name for p in self.store.root.iterdir()}
+            except OSError:
+                names = set()
+            with self._lock:
+                names = (names - set(self.jobs)) | set(self.broken)
+            if only is not None:
+                names &= {only}
+            for name in sorted(names):
+                found = self.store.look(self.store.root / name)
+                with self._lock:
+                    if isinstance(found, BrokenJob):
+                        self.broken[name] = found
+                        continue
+                    self.broken.pop(name, None)
+                if isinstance(found, Job):
+                    log.info("job %s: its folder can be read now (%s)", found.id,
+                             found.state.value)
+                    self._adopt(found)
+                    if found.state in ACTIVE:
+                        self._schedule(found)
 
     def scan(self, positions: int, project: str | None) -> dict[str, Any]:
         """Queue a new scan after the disk and token checks; returns the job."""
@@ -213,6 +254,8 @@ class Daemon:
         """Continue a failed job from its last durable step."""
         from openscan_pi.jobs.runner import JobRunner
 
+        if job_id not in self.jobs:
+            self._recheck(job_id)  # a folder fixed (or put back) since it was looked at
         with self._lock:
             job = self._job(job_id)
             if job.state in (S.DONE, S.CANCELLED):
@@ -248,6 +291,8 @@ class Daemon:
     # -- scheduling -------------------------------------------------------------------------------
 
     def _job(self, job_id: str) -> Job:
+        if isinstance(job_id, str) and job_id in self.broken:
+            raise InputError(self.broken[job_id].line())
         if not isinstance(job_id, str) or job_id not in self.jobs:
             raise InputError(f"no job {job_id}: `openscan-pi jobs` lists them")
         return self.jobs[job_id]

@@ -9,6 +9,7 @@ moment leaves a job that continues from its last durable step.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import threading
@@ -21,6 +22,14 @@ from typing import Any
 from openscan_pi.cloud.virtualzip import Member
 from openscan_pi.errors import DiskError, UserError
 from openscan_pi.fsutil import atomic_write_json, read_json, try_lock
+from openscan_pi.jobs.check import (
+    MOVE_AWAY,
+    BrokenJob,
+    BrokenJobError,
+    check_folder,
+    manifest_problem,
+    read_json_file,
+)
 from openscan_pi.jobs.state import JobState, check_transition
 from openscan_pi.names import check_job_id
 
@@ -44,9 +53,14 @@ class Capture:
     file: str
     size: int
     crc32: int
-    rotor: float
-    turntable: float
+    rotor: float | None  # None: a photo found on disk whose angles are not known
+    turntable: float | None
     lens_position: float | None
+
+    @classmethod
+    def of(cls, entry: dict[str, Any]) -> Capture:
+        """A capture from a checked manifest entry (fields this version does not know ignored)."""
+        return cls(**{f.name: entry.get(f.name) for f in dataclasses.fields(cls)})
 
     def member(self, images: Path) -> Member:
         """The image as a member of the upload archive (nothing is read: the CRC is known)."""
@@ -58,15 +72,16 @@ class Capture:
 class Job:
     """One scan job: its record, its folder, its manifest. Changes are durable on return."""
 
-    def __init__(self, folder: Path, data: dict[str, Any]) -> None:
+    def __init__(self, folder: Path, data: dict[str, Any],
+                 entries: list[dict[str, Any]] | None = None) -> None:
+        """A job from its checked record ``data`` (and manifest ``entries``, when read)."""
         self.folder = folder
         self.data = data
         self._lock = threading.RLock()
         self._listeners: list[Callable[[Job], None]] = []
         self._published: dict[str, Any] = {}
-        if data.get("state") in ("queued", "scanning", "failed") and (
-                folder / "images" / "manifest.json").exists():
-            self._count([c.__dict__ for c in self.captures()])  # captures since the last write
+        if entries is not None and data.get("state") in ("queued", "scanning", "failed"):
+            self._count(entries)  # captures since the last write
         self._publish()
 
     # -- the record -------------------------------------------------------------------------
@@ -136,7 +151,7 @@ class Job:
         with self._lock:
             if not check_transition(self.state, new) and not fields:
                 return
-            if new == JobState.FAILED:
+            if new == JobState.FAILED and self.state != JobState.FAILED:
                 fields.setdefault("resume_state", self.state.value)
             before = dict(self.data)
             self.data.update(fields)
@@ -164,12 +179,23 @@ class Job:
 
     # -- the manifest -----------------------------------------------------------------------
 
+    @property
+    def manifest(self) -> Path:
+        """The durable record of the captures."""
+        return self.images / "manifest.json"
+
     def captures(self) -> list[Capture]:
-        """The images captured so far, in capture order."""
-        path = self.images / "manifest.json"
-        if not path.exists():
+        """The images captured so far, in capture order ([] without a manifest);
+        :class:`BrokenJobError` when the manifest has been damaged."""
+        if not self.manifest.exists():
             return []
-        return [Capture(**entry) for entry in read_json(path)]
+        away = MOVE_AWAY.format(root=self.folder.parent)
+        fix = f"fix images/manifest.json, or {away}"
+        entries = read_json_file(self.folder, "images/manifest.json", fix)
+        problem = manifest_problem(entries, int(self.data["positions"]))
+        if problem:
+            raise BrokenJobError(BrokenJob(self.folder, problem, fix))
+        return [Capture.of(entry) for entry in entries]
 
     def add_capture(self, capture: Capture, **fields: Any) -> None:
         """Record an image that is already on disk (written atomically) in the manifest, with
@@ -177,10 +203,19 @@ class Job:
         record takes the count at its next write (and recounts from the manifest when loaded),
         which spares a second fsync'd write per photo."""
         with self._lock:
-            entries = [c.__dict__ for c in self.captures()]
+            entries = read_json(self.manifest) if self.manifest.exists() else []
             entries.append(dict(capture.__dict__))
-            atomic_write_json(self.images / "manifest.json", entries)
+            atomic_write_json(self.manifest, entries)
             self.data.update(fields)
+            self._count(entries)
+            self._publish()
+        self._notify()
+
+    def set_captures(self, captures: list[Capture]) -> None:
+        """Replace the manifest with ``captures`` (photos found missing, or found on disk)."""
+        with self._lock:
+            entries = [dict(c.__dict__) for c in captures]
+            atomic_write_json(self.manifest, entries)
             self._count(entries)
             self._publish()
         self._notify()
@@ -222,23 +257,68 @@ class JobStore:
         return job
 
     def load(self, job_id: str) -> Job:
-        """A job by id; UserError naming `openscan-pi jobs` when there is none."""
-        path = self.root / check_job_id(job_id) / "job.json"
+        """A job by id; UserError naming `openscan-pi jobs` when there is none,
+        :class:`BrokenJobError` when its folder fails the checks."""
+        folder = self.root / check_job_id(job_id)
+        if not folder.is_dir():
+            raise UserError(f"no job {job_id}: `openscan-pi jobs` lists them")
+        return self.open(folder)
+
+    def open(self, folder: Path) -> Job:
+        """The job in ``folder``, checked (:class:`BrokenJobError` when it fails)."""
+        data, entries = check_folder(folder, self.root)
+        return Job(folder, data, entries)
+
+    def survey(self) -> tuple[list[Job], list[BrokenJob]]:
+        """Every job (by id, i.e. oldest first) and every broken job folder (see :meth:`look`),
+        none modified."""
+        jobs: list[Job] = []
+        broken: list[BrokenJob] = []
         try:
-            return Job(path.parent, read_json(path))
+            entries = sorted(self.root.iterdir())
         except FileNotFoundError:
-            raise UserError(f"no job {job_id}: `openscan-pi jobs` lists them") from None
-        except (OSError, ValueError) as exc:
-            raise UserError(f"job {job_id} is unreadable ({exc})") from None
+            return [], []
+        except OSError as exc:
+            return [], [BrokenJob(self.root, f"the jobs folder cannot be read ({exc.strerror})",
+                                  "make it readable for this user")]
+        for path in entries:
+            found = self.look(path)
+            if isinstance(found, Job):
+                jobs.append(found)
+            elif found is not None:
+                broken.append(found)
+        return jobs, broken
+
+    def look(self, path: Path) -> Job | BrokenJob | None:
+        """What ``path`` (an entry of the jobs folder) is: a job, a broken job folder, or None
+        for nothing to report (a hidden name, a folder with no file in it at all: a job being
+        created right now, or one whose creation was cut short, with nothing to lose)."""
+        if path.name.startswith(".") or not os.path.lexists(path):
+            return None
+        if not path.is_dir():
+            return BrokenJob(path, "not a job folder (a file)", MOVE_AWAY.format(root=self.root))
+        if not os.path.lexists(path / "job.json") and _holds_no_file(path):
+            return None
+        try:
+            return self.open(path)
+        except BrokenJobError as exc:
+            return exc.broken
 
     def all(self) -> list[Job]:
-        """Every job, oldest first (unreadable ones skipped)."""
-        if not self.root.is_dir():
-            return []
-        jobs = []
-        for folder in sorted(self.root.iterdir()):
-            try:
-                jobs.append(Job(folder, read_json(folder / "job.json")))
-            except (OSError, ValueError):
-                continue
-        return jobs
+        """Every job, oldest first (broken folders left out: :meth:`survey` lists them)."""
+        return self.survey()[0]
+
+
+def _holds_no_file(folder: Path) -> bool:
+    """True when ``folder`` holds folders at most (an unreadable one counts as holding files)."""
+    try:
+        for _, _, files in os.walk(folder, onerror=_raise):
+            if files:
+                return False
+    except OSError:
+        return False
+    return True
+
+
+def _raise(exc: OSError) -> None:
+    raise exc
