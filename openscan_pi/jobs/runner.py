@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 DISK_MARGIN = 1.5
 #: JPEG bytes per pixel assumed for the estimate (quality 90 photos of real objects).
 JPEG_BYTES_PER_PIXEL = 0.5
+#: Bound of the token check before a scan, in seconds (the scan goes ahead without it).
+PREFLIGHT_TIMEOUT_S = 5.0
 
 Events = Callable[..., None]
 
@@ -71,7 +73,8 @@ def preflight(cfg: Config, positions: int, *, local: LocalCloud | None = None) -
                         "token comes from cloud@openscan.eu), then scan")
     try:
         with connect(cfg, local) as (api, _):
-            info = api.token_info(once=True)  # one quick try: a scan must not wait on Wi-Fi
+            # one quick try: a scan must not wait on Wi-Fi, nor on a cloud that answers slowly
+            info = api.token_info(once=True, timeout_s=PREFLIGHT_TIMEOUT_S)
     except CloudError as exc:
         return [f"could not check the token ({exc}); scanning anyway, the upload waits for the "
                 "cloud"]

@@ -27,6 +27,9 @@ from openscan_pi.cloud.local.photogrammetry import process_archive
 from openscan_pi.cloud.local.server import _Handler, _Server
 from openscan_pi.fsutil import atomic_open, atomic_write_json, read_json
 
+#: Receive buffer of connections accepted while ``part_slow`` is on.
+_SLOW_RCVBUF = 16 * 1024
+
 
 def _empty_data() -> dict[str, Any]:
     return {"version": 1, "projects": {}, "tokens": {}, "links": {}, "counters": {}}
@@ -81,6 +84,7 @@ class LocalCloud(_Endpoints):
         self._huge_sent = 0  # bytes of huge answers written to clients
         self._huge_active = 0  # huge answers being sent
         self._part_bps = 0.0
+        self._rcvbuf: int | None = None  # the listening socket's receive buffer before part_slow
         self._download_bps = 0.0
         self._abort_generation = 0  # bumped by the abort_uploads fault
         self._fail_next = 0
@@ -116,6 +120,8 @@ class LocalCloud(_Endpoints):
             daemon=True,
         )
         self._thread.start()
+        if self._part_bps > 0:
+            self._pace_window()
         return self
 
     def stop(self) -> None:
@@ -199,6 +205,7 @@ class LocalCloud(_Endpoints):
         with self._lock:
             if fault == "part_slow":
                 self._part_bps = max(0.0, float(params.get("bps", 0)))
+                self._pace_window()
             elif fault == "download_slow":
                 self._download_bps = max(0.0, float(params.get("bps", 0)))
             elif fault == "abort_uploads":
@@ -302,6 +309,19 @@ class LocalCloud(_Endpoints):
             return url
         base = urlsplit(self.url)
         return urlunsplit((base.scheme, base.netloc, link.path, link.query, link.fragment))
+
+    def _pace_window(self) -> None:
+        """While ``part_slow`` is on, connections accepted from now on get a small receive buffer,
+        so that the pace shows on the wire (the client's bytes are acknowledged as they are read,
+        as on a slow link) instead of vanishing into loopback's megabytes of buffer."""
+        server = self._server
+        if server is None:
+            return
+        if self._rcvbuf is None:
+            self._rcvbuf = server.socket.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        size = _SLOW_RCVBUF if self._part_bps > 0 else self._rcvbuf
+        with contextlib.suppress(OSError):
+            server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
     # ----------------------------------------------------------------- storage
 
