@@ -162,7 +162,8 @@ class LocalCloud(_Endpoints):
     # ----------------------------------------------------------------- test helpers
 
     def inject(self, fault: str, count: int = 1, **params: float | int | str) -> None:
-        """Arm ``fault`` for the next ``count`` matching requests. Thread-safe.
+        """Arm ``fault`` for the next ``count`` matching requests (``count`` 0 disarms it).
+        Thread-safe.
 
         API calls (not ``/status``, not uploads): ``api_5xx`` (503) and ``api_429`` (both take
         ``retry_after`` seconds for a ``Retry-After`` header), ``api_html`` (502 HTML page),
@@ -217,7 +218,7 @@ class LocalCloud(_Endpoints):
             elif fault == "processing_failed":
                 self._fail_next += count
             else:
-                self._faults[fault] = self._faults.get(fault, 0) + count
+                self._faults[fault] = self._faults.get(fault, 0) + count if count else 0
                 if "retry_after" in params:
                     self._retry_after[fault] = params["retry_after"]
                 self._params[fault] = {k: float(v) for k, v in params.items() if k != "retry_after"}
