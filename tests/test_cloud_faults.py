@@ -133,6 +133,35 @@ def test_the_scan_preflight_gives_up_on_a_trickling_cloud(tmp_path: Path,
     assert "could not check the token" in warning and cloud.url in warning
 
 
+def test_stop_ends_a_call_in_flight_and_the_next_never_starts(tmp_path: Path,
+                                                             cloud: LocalCloud) -> None:
+    from openscan_pi.cloud.api import CloudAPI
+    from openscan_pi.cloud.errors import Cancelled
+
+    cloud.inject("api_trickle", 100)
+    cfg = load_config(quick_config(tmp_path, cloud, call_timeout_s=600), env={})
+    stop = threading.Event()
+    api = CloudAPI(cfg.cloud, stop=stop)
+    ended: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            api.token_info()
+        except BaseException as exc:  # noqa: BLE001 (handed to the test)
+            ended.append(exc)
+
+    worker = threading.Thread(target=call, daemon=True)
+    worker.start()
+    cloud.wait_for(lambda s: s["requests"].get("getTokenInfo", 0) == 1)  # the call is in flight
+    stop.set()
+    worker.join(STUCK_S)
+    assert ended and isinstance(ended[0], Cancelled), ended
+    with pytest.raises(Cancelled):
+        api.token_info()
+    assert cloud.state()["requests"]["getTokenInfo"] == 1
+    api.close()
+
+
 # ------------------------------------------------------------- every failure is a cloud error
 
 
