@@ -109,7 +109,9 @@ def _quick(cfg: Config) -> Config:
     """``cfg`` with short network timeouts and no retries: doctor reports, it does not wait."""
     cloud = dataclasses.replace(cfg.cloud, retries=0,
                                 connect_timeout_s=min(cfg.cloud.connect_timeout_s, CLOUD_CONNECT_S),
-                                read_timeout_s=min(cfg.cloud.read_timeout_s, CLOUD_READ_S))
+                                read_timeout_s=min(cfg.cloud.read_timeout_s, CLOUD_READ_S),
+                                call_timeout_s=min(cfg.cloud.call_timeout_s,
+                                                   CLOUD_CONNECT_S + CLOUD_READ_S))
     return dataclasses.replace(cfg, cloud=cloud)
 
 

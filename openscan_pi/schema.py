@@ -152,6 +152,9 @@ class CloudConfig:
     poll_max_interval_s: float = _field(positive)
     connect_timeout_s: float = _field(positive)
     read_timeout_s: float = _field(positive)
+    call_timeout_s: float = _field(positive)  # one API call, retries and their waits included
+    stall_window_s: float = _field(positive)  # a transfer moving less than stall_min_bytes in
+    stall_min_bytes: int = _field(between(1, 1 << 30))  # this window is cut
     retries: int = _field(between(0, 100))
     backoff_s: float = _field(between(0, 60))
     max_offline_s: float = _field(at_least(0))

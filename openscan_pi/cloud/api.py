@@ -5,6 +5,11 @@ urllib3 on connection errors, timeouts, 429 and 5xx, with exponential backoff an
 ``Retry-After``; never on 400/401. ``createProject`` and ``startProject`` are not retried blindly on
 a lost answer (the server may have acted): the transfer code checks ``getProjectInfo`` instead.
 
+Each call ends within ``cloud.call_timeout_s``, retries and their waits included, and at once when
+:attr:`CloudAPI.stop` is set (:mod:`openscan_pi.cloud.http`); an upload part ends when it stalls.
+Answers are read up to 1 MiB. Every failure is a :class:`CloudError` (or :class:`Cancelled`), and
+the cloud's text in statuses and messages is shown as text (:func:`printable`).
+
 Example::
 
     api = CloudAPI(cfg.cloud)
@@ -17,15 +22,12 @@ import json
 import logging
 import queue
 import random
-import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import requests
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
 from openscan_pi import __version__
 from openscan_pi.cloud.contenthash import ContentHasher
@@ -39,17 +41,28 @@ from openscan_pi.cloud.errors import (
     ServerError,
     Unreachable,
     mask,
+    printable,
+)
+from openscan_pi.cloud.http import (
+    NETWORK_ERRORS,
+    WatchedRetry,
+    call_scope,
+    failure,
+    make_session,
+    open_get,
+    read_capped,
 )
 from openscan_pi.schema import CloudConfig
 
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
-_CONNECTION_PREFIX = re.compile(r"^(<[\w.]+ object at 0x[0-9a-f]+>|\w*Connection(Pool)?\([^)]*\)): ")
 MAX_RETRY_AFTER_S = 300.0
+#: Bytes handed to the socket at a time while a part is sent (the stall rule counts them).
+SEND_SLICE = 64 * 1024
 
 
-class JitterRetry(Retry):
+class JitterRetry(WatchedRetry):
     """urllib3 Retry with up to 50 % random jitter on the backoff and a cap on Retry-After."""
 
     def get_backoff_time(self) -> float:
@@ -101,10 +114,12 @@ class _CountedBody:
     """
 
     def __init__(self, chunks: Iterable[bytes], length: int,
-                 progress: Callable[[int], None] | None, depth: int = 4) -> None:
+                 progress: Callable[[int], None] | None, depth: int = 4,
+                 moved: Callable[[int], None] | None = None) -> None:
         self._chunks = chunks
         self._length = length
         self._progress = progress
+        self._moved = moved
         self._depth = depth
         self.hasher = ContentHasher()
         self.sent = 0
@@ -141,10 +156,15 @@ class _CountedBody:
             while (item := pipe.get()) is not None:
                 if isinstance(item, BaseException):
                     raise item
-                self.sent += len(item)
-                yield item
-                if self._progress:
-                    self._progress(len(item))
+                view = memoryview(item)
+                for start in range(0, len(view), SEND_SLICE):  # progress in small steps
+                    piece = view[start:start + SEND_SLICE]
+                    self.sent += len(piece)
+                    yield piece
+                    if self._moved:
+                        self._moved(len(piece))
+                    if self._progress:
+                        self._progress(len(piece))
         finally:
             stop.set()
             reader.join()
@@ -153,10 +173,14 @@ class _CountedBody:
 class CloudAPI:
     """Client of the OpenScan Cloud API described in ``openscan-cloud-api.md``."""
 
-    def __init__(self, cfg: CloudConfig, *, base_url: str | None = None) -> None:
+    def __init__(self, cfg: CloudConfig, *, base_url: str | None = None,
+                 stop: threading.Event | None = None) -> None:
         if cfg.is_local and base_url is None:
             raise ValueError("cloud.url is 'local': pass the local cloud's base_url")
         self.cfg = cfg
+        #: Set from another thread: the call in flight ends at once (:class:`Cancelled`) and no
+        #: new one starts.
+        self.stop = stop
         self.base_url = (base_url or cfg.url).rstrip("/")
         self.timeout = (cfg.connect_timeout_s, cfg.read_timeout_s)
         self._secrets = [s for s in (cfg.token, cfg.password) if s]
@@ -173,16 +197,16 @@ class CloudAPI:
             backoff_factor=cfg.backoff_s, raise_on_status=False), agent)
         # Upload and model links: one attempt per call; the transfer re-sends a failed part from
         # its start, the download retries on its own.
-        self.link_session = self._session(Retry(total=0, raise_on_status=False), agent)
+        self.link_session = self._session(WatchedRetry(total=0, raise_on_status=False), agent)
 
     @staticmethod
-    def _session(retry: Retry, agent: str) -> requests.Session:
-        session = requests.Session()
-        adapter = HTTPAdapter(max_retries=retry, pool_maxsize=4)
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
-        session.headers["User-Agent"] = agent
-        return session
+    def _session(retry: WatchedRetry, agent: str) -> requests.Session:
+        return make_session(retry, agent)
+
+    @property
+    def stall(self) -> tuple[int, float]:
+        """The stall rule of streamed transfers: (at least these bytes, in this many seconds)."""
+        return self.cfg.stall_min_bytes, self.cfg.stall_window_s
 
     def close(self) -> None:
         """Close the HTTP connections."""
@@ -197,21 +221,21 @@ class CloudAPI:
 
     def server_status(self) -> str:
         """``/status``: ``online`` when the API is up."""
-        return str(self._get("status", {}, auth=False).get("status", "unknown"))
+        return printable(str(self._get("status", {}, auth=False).get("status", "unknown")))
 
     def queue_estimate(self) -> float:
         """``/getQueueEstimate``: seconds the cloud expects to need for a new project."""
         data = self._get("getQueueEstimate", {})
         return float(_require(data, "estimated_time_seconds", (int, float), self._url("getQueueEstimate")))
 
-    def token_info(self, *, once: bool = False) -> TokenInfo:
+    def token_info(self, *, once: bool = False, timeout_s: float | None = None) -> TokenInfo:
         """``getTokenInfo``: credit and limits of the configured token (``once``: a single
-        attempt, for a quick check)."""
+        attempt, for a quick check; ``timeout_s``: a shorter bound than ``cloud.call_timeout_s``)."""
         if not self.cfg.token:
             raise CloudError("no token: set cloud.token in the config or $OPENSCAN_PI_TOKEN "
                              "(a private token comes from cloud@openscan.eu)")
         url = self._url("getTokenInfo")
-        data = self._get("getTokenInfo", {"token": self.cfg.token}, once=once,
+        data = self._get("getTokenInfo", {"token": self.cfg.token}, once=once, timeout_s=timeout_s,
                          refused=f"the server refused the token {self._token_hint()} "
                                  "(unknown token?): check cloud.token or $OPENSCAN_PI_TOKEN")
         return TokenInfo(credit=_require(data, "credit", int, url),
@@ -237,7 +261,7 @@ class CloudAPI:
         data = self._get("startProject", {"token": self.cfg.token, "project": project}, once=True,
                          refused=f"the server refused to start project {project} "
                                  "(not every part arrived, or started already)")
-        return str(data.get("status", "initialized"))
+        return printable(str(data.get("status", "initialized")))
 
     def project_info(self, project: str) -> ProjectInfo:
         """``getProjectInfo``; raises :class:`NoSuchProject` when the server does not know the name."""
@@ -245,7 +269,7 @@ class CloudAPI:
         data = self._get("getProjectInfo", {"token": self.cfg.token, "project": project},
                          no_such=project,
                          refused=f"the server refused to tell about project {project}")
-        status = _require(data, "status", str, url)
+        status = printable(_require(data, "status", str, url))
         links = data.get("ulink") or []
         dlink = data.get("dlink") or None
         return ProjectInfo(status=status,
@@ -262,24 +286,34 @@ class CloudAPI:
         """POST one part to its upload link, streamed with an explicit Content-Length.
 
         Returns ``(server content-hash, content-hash of what was sent)``. Raises
-        :class:`LinkGone` on 409/410 (link used or expired), transient errors otherwise.
+        :class:`LinkGone` on 409/410 (link used or expired), :class:`BadURL` for a link that
+        cannot be used, transient errors otherwise (also when the part stalls, its answer
+        included: see :attr:`stall`).
         """
-        body = _CountedBody(chunks, length, progress)
         safe = self._link_hint(link)
-        try:
-            resp = self.link_session.post(
-                link, data=body, timeout=self.timeout,
-                headers={"Content-Type": "application/octet-stream"})
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise Unreachable(f"upload to {safe} failed after {body.sent} of {length} bytes: "
-                              f"{self._reason(exc)}") from None
-        if resp.status_code in (409, 410):
-            raise LinkGone(f"upload link {safe} is used or expired (HTTP {resp.status_code})")
-        if resp.status_code in RETRY_STATUSES:
-            raise ServerError(f"upload to {safe} answered HTTP {resp.status_code}")
-        if resp.status_code != 200:
-            raise CloudError(f"upload to {safe} answered HTTP {resp.status_code}: {snippet(resp.text)}")
-        data = self._json(resp, safe)
+        with call_scope(stop=self.stop, stall=self.stall) as scope:
+            body = _CountedBody(chunks, length, progress, moved=scope.moved)
+            try:
+                with self.link_session.post(
+                        link, data=body, timeout=self.timeout, stream=True, allow_redirects=False,
+                        headers={"Content-Type": "application/octet-stream"}) as resp:
+                    code = resp.status_code
+                    text = read_capped(resp)
+            except NETWORK_ERRORS as exc:
+                error = failure(exc, f"upload link {safe}", scope, self._secrets)
+                if isinstance(error, Unreachable):
+                    error = Unreachable(f"{error} (after {body.sent} of {length} bytes; "
+                                        f"the link came from {self.base_url})")
+                elif isinstance(error, CloudError) and not error.transient:
+                    error = type(error)(f"{error} (an upload link from {self.base_url})")
+                raise error from None
+        if code in (409, 410):
+            raise LinkGone(f"upload link {safe} is used or expired (HTTP {code})")
+        if code in RETRY_STATUSES:
+            raise ServerError(f"upload to {safe} answered HTTP {code}")
+        if code != 200:
+            raise CloudError(f"upload to {safe} answered HTTP {code}: {self._snippet(text)}")
+        data = self._json(text, safe)
         server_hash = _require(data, "content-hash", str, safe)
         return server_hash, body.hasher.hexdigest()
 
@@ -297,27 +331,25 @@ class CloudAPI:
         head, _, tail = link.rpartition("/")
         return f"{head}/{tail[:6]}…" if len(tail) > 6 else link
 
-    def _reason(self, exc: BaseException) -> str:
-        # requests nests the real cause (refused, DNS, timeout) deep inside; its text carries
-        # the URL with the token, hence the mask.
-        reason: BaseException = exc
-        while reason.args and isinstance(reason.args[0], BaseException):
-            reason = reason.args[0]
-        text = str(getattr(reason, "reason", None) or reason)
-        text = _CONNECTION_PREFIX.sub("", text)  # "HTTPConnection(host=..., port=...): "
-        return self.mask(snippet(text, 160))
+    def _snippet(self, body: bytes) -> str:
+        return self.mask(snippet(body[:4096].decode("utf-8", "replace")))
 
     def _get(self, endpoint: str, params: dict[str, Any], *, auth: bool = True, once: bool = False,
-             refused: str = "the server refused the request", no_such: str | None = None) -> dict[str, Any]:
+             refused: str = "the server refused the request", no_such: str | None = None,
+             timeout_s: float | None = None) -> dict[str, Any]:
         url = self._url(endpoint)
         session = self._once if once else self.session
         log.debug("GET %s %s", url, {k: v for k, v in params.items() if k != "token"})
-        try:
-            resp = session.get(url, params=params, timeout=self.timeout,
-                               auth=(self.cfg.user, self.cfg.password) if auth else None)
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise Unreachable(f"cannot reach {url}: {self._reason(exc)}") from None
-        code = resp.status_code
+        limit = self.cfg.call_timeout_s if timeout_s is None else min(timeout_s, self.cfg.call_timeout_s)
+        with call_scope(deadline_s=limit, stop=self.stop) as scope:
+            try:
+                with open_get(session, url, params=params, timeout=self.timeout,
+                              headers={"Accept-Encoding": "identity"},
+                              auth=(self.cfg.user, self.cfg.password) if auth else None) as resp:
+                    code, ctype = resp.status_code, resp.headers.get("Content-Type", "")
+                    body = read_capped(resp)
+            except NETWORK_ERRORS as exc:
+                raise failure(exc, url, scope, self._secrets) from None
         if code == 401:
             if no_such is not None:
                 raise NoSuchProject(f"the cloud knows no project {no_such}")
@@ -326,31 +358,30 @@ class CloudAPI:
                               "openscan/free)")
         if code == 400:
             raise Refused(f"{refused} (HTTP 400 from {url})")
-        if _looks_html(resp):
+        if _looks_html(ctype, body):
             status = f"HTTP {code}: " if code != 200 else ""
-            raise BadAnswer(f"unexpected answer from {url}: {status}{self.mask(snippet(resp.text))}")
+            raise BadAnswer(f"unexpected answer from {url}: {status}{self._snippet(body)}")
         if code == 429 or code >= 500:
             raise ServerError(f"{url} answered HTTP {code} after {self.cfg.retries} retries: "
                               "the cloud is busy or down; try again later")
         if code != 200:
-            raise BadAnswer(f"unexpected answer from {url}: HTTP {code}: {self.mask(snippet(resp.text))}")
-        return self._json(resp, url)
+            raise BadAnswer(f"unexpected answer from {url}: HTTP {code}: {self._snippet(body)}")
+        return self._json(body, url)
 
-    def _json(self, resp: requests.Response, where: str) -> dict[str, Any]:
+    def _json(self, body: bytes, where: str) -> dict[str, Any]:
         try:
-            data = resp.json()
+            data = json.loads(body)
         except (ValueError, json.JSONDecodeError):
-            raise BadAnswer(f"unexpected answer from {where}: {self.mask(snippet(resp.text))}") from None
+            raise BadAnswer(f"unexpected answer from {where}: {self._snippet(body)}") from None
         if not isinstance(data, dict):
-            raise BadAnswer(f"unexpected answer from {where}: {self.mask(snippet(resp.text))}")
+            raise BadAnswer(f"unexpected answer from {where}: {self._snippet(body)}")
         return data
 
 
-def _looks_html(resp: requests.Response) -> bool:
-    ctype = resp.headers.get("Content-Type", "")
+def _looks_html(ctype: str, body: bytes) -> bool:
     if "html" in ctype:
         return True
-    return resp.text[:200].lstrip().lower().startswith(("<!doctype", "<html"))
+    return body[:200].lstrip().lower().startswith((b"<!doctype", b"<html"))
 
 
 def _require(data: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:

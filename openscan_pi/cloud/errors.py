@@ -1,7 +1,8 @@
 """Cloud failures, each a one-line :class:`~openscan_pi.errors.UserError` a user can act on.
 
 Secrets (the token, the basic-auth password) never appear in these messages: build them with
-:func:`mask` when a text may carry a URL with its query.
+:func:`mask` when a text may carry a URL with its query. Text from the cloud is shown as text:
+control characters and terminal escapes in a message become visible escapes (:func:`printable`).
 """
 
 from __future__ import annotations
@@ -12,10 +13,24 @@ from openscan_pi.errors import UserError
 
 
 class CloudError(UserError):
-    """Base of every failure talking to the OpenScan Cloud or an upload/download link."""
+    """Base of every failure talking to the OpenScan Cloud or an upload/download link; its
+    message is :func:`printable` (it may quote the cloud)."""
 
     #: True when waiting and trying again may help (network down, server busy).
     transient = False
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(printable(a) if isinstance(a, str) else a for a in args))
+
+
+class Cancelled(UserError):
+    """A transfer or a call to the cloud was asked to stop; the journal lets it continue later."""
+
+    exit_code = 130
+
+
+class BadURL(CloudError):
+    """A link or redirect that cannot be followed: not http(s), a broken host, a redirect loop."""
 
 
 class AuthRefused(CloudError):
@@ -82,6 +97,20 @@ _USERINFO = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^/\s@]+(?=@)", re.IG
 #: mentions authorization is left alone).
 _AUTHORIZATION = re.compile(r"""(authorization["']?\s*[:=]\s*["']?(?:basic|bearer|digest|token)\s+)"""
                             r"""[^\s'",}]+""", re.IGNORECASE)
+
+
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e"
+                       "\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters, terminal escapes (ESC, CSI, C1, DEL) and bidi controls
+    written as visible escapes (``\\x1b``, ``\\u202e``): text from the cloud, shown as text."""
+    return _CONTROLS.sub(lambda m: _escape(ord(m.group())), text)
+
+
+def _escape(code: int) -> str:
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def mask(text: str, secrets: tuple[str, ...] | list[str] = ()) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import http.client
 import itertools
 import os
 import random
@@ -16,6 +17,7 @@ import re
 import shutil
 import stat
 import tempfile
+import threading
 import time
 import zipfile
 import zlib
@@ -26,16 +28,19 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
+import urllib3.exceptions as uexc
 from requests import exceptions as rexc
 
 from openscan_pi.cloud.errors import (
     BadAnswer,
+    BadURL,
     CloudError,
     ServerError,
     Unreachable,
     UnsafeModel,
     mask,
 )
+from openscan_pi.cloud.http import NETWORK_ERRORS, CallAborted, call_scope, failure, open_get
 from openscan_pi.errors import InputError
 from openscan_pi.fsutil import disk_error, fsync_dir
 
@@ -56,7 +61,10 @@ def direct_link(url: str) -> str:
     ``dropbox.com`` (or a subdomain) or the path starts with ``/share/`` (the bundled local cloud).
     Other links, and the order and spelling of other query parameters, are left as they are.
     """
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. a broken IPv6 host: the download says what is wrong with it
+        return url
     params = parts.query.split("&") if parts.query else []
     has_dl = False
     for i, param in enumerate(params):
@@ -107,23 +115,46 @@ def download_file(
     max_bytes: int = 4_000_000_000,
     progress: Progress | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    stop: threading.Event | None = None,
+    stall: tuple[int, float] | None = None,
+    origin: str | None = None,
 ) -> Path:
     """Download ``url`` to ``dest`` durably; ``dest`` is either absent/unchanged or complete.
 
     Network failures, cut transfers, 5xx and 429 are retried from the start, ``attempts`` times
     in all, with exponential backoff (or the server's numeric ``Retry-After``). An HTML answer
     raises :class:`BadAnswer`, another 4xx :class:`CloudError`, a body over ``max_bytes``
-    :class:`UnsafeModel`; out of attempts, :class:`ServerError` or :class:`Unreachable`.
+    :class:`UnsafeModel`, a link that cannot be used :class:`BadURL` (naming ``origin``, who
+    gave it); out of attempts, :class:`ServerError` or :class:`Unreachable`.
+
+    With a session of :func:`~openscan_pi.cloud.http.make_session`, an attempt ends at once when
+    ``stop`` is set (:class:`~openscan_pi.cloud.errors.Cancelled`) and is cut as a failure when
+    it moves less than ``stall`` = (bytes, seconds), the wait for the answer included.
     """
     if attempts < 1:
         raise ValueError("attempts must be at least 1")
     dest = Path(dest)
     safe_url = mask(url)
     too_big = f"the model at {safe_url} is larger than the limit of {max_bytes} bytes"
+    # Small reads when a stall rule counts them: a slow link still shows progress in each window.
+    chunk_size = min(CHUNK, max(4096, stall[0] // 2)) if stall else CHUNK
 
     def attempt() -> None:
+        with call_scope(stop=stop, stall=stall) as scope:
+            try:
+                fetch(scope.moved)
+            except NETWORK_ERRORS as exc:
+                error = failure(exc, safe_url, scope)
+                if isinstance(error, CloudError) and error.transient:
+                    why = scope.why() if scope.reason else _describe(exc)
+                    raise _Retry(why, False, None) from None
+                if isinstance(error, BadURL) and origin:
+                    error = BadURL(f"{error} (the model link from {origin})")
+                raise error from None
+
+    def fetch(moved: Callable[[int], None]) -> None:
         headers = {"Accept-Encoding": "identity"}  # so Content-Length counts the bytes we get
-        with session.get(url, stream=True, timeout=timeout, headers=headers) as resp:
+        with open_get(session, url, timeout=timeout, headers=headers) as resp:
             code = resp.status_code
             if code == 429 or code >= 500:
                 raise _Retry(f"the server answered HTTP {code}", True, _retry_after(resp))
@@ -138,8 +169,9 @@ def download_file(
             total = int(length) if plain and length.isdigit() else None
             if total is not None and total > max_bytes:
                 raise UnsafeModel(too_big)
-            chunks = resp.iter_content(CHUNK)
+            chunks = resp.iter_content(chunk_size)
             first = next(chunks, b"")
+            moved(len(first))
             ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
             if ctype == "text/html" or first[:64].lstrip().lower().startswith(_HTML_START):
                 start = " ".join(first[:400].decode("utf-8", "replace").split())[:80]
@@ -151,6 +183,7 @@ def download_file(
                 done = 0
                 with os.fdopen(fd, "wb") as fh:
                     for chunk in itertools.chain([first], chunks):
+                        moved(len(chunk))
                         done += len(chunk)
                         if done > max_bytes:
                             raise UnsafeModel(too_big)
@@ -164,7 +197,8 @@ def download_file(
                 os.replace(tmp, dest)
                 tmp = None
                 fsync_dir(dest.parent)
-            except requests.RequestException:
+            except (requests.RequestException, uexc.HTTPError, http.client.HTTPException,
+                    CallAborted):  # the network's, not the disk's
                 raise
             except OSError as exc:
                 raise disk_error(exc, dest) from exc
@@ -181,10 +215,6 @@ def download_file(
             return dest
         except _Retry as exc:
             last, server, delay = exc.args
-        except (rexc.ConnectionError, rexc.Timeout, rexc.ChunkedEncodingError) as exc:
-            last, server = _describe(exc), False
-        except requests.RequestException as exc:
-            raise CloudError(f"cannot download {safe_url}: {_describe(exc)}") from exc
         if i + 1 < attempts:
             sleep(delay if delay is not None else backoff_s * 2**i * (1 + 0.1 * random.random()))
     raise (ServerError if server else Unreachable)(f"cannot download {safe_url}: {last}")
@@ -378,8 +408,12 @@ def fetch_model(
     max_files: int = 10_000,
     progress: Progress | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    stop: threading.Event | None = None,
+    stall: tuple[int, float] | None = None,
+    origin: str | None = None,
 ) -> list[Path]:
-    """Download the model zip behind ``dlink``, extract it into ``out_dir``, return its files.
+    """Download the model zip behind ``dlink`` (:func:`download_file`), extract it into
+    ``out_dir``, return its files.
 
     The zip goes to ``.<out name>.model.zip`` beside ``out_dir`` and is deleted afterwards (also on
     failure); with ``keep_zip`` it is moved into ``out_dir`` as ``model.zip`` (never overwriting).
@@ -398,6 +432,9 @@ def fetch_model(
             max_bytes=max_bytes,
             progress=progress,
             sleep=sleep,
+            stop=stop,
+            stall=stall,
+            origin=origin,
         )
         files = extract_model(zip_path, out_dir, max_bytes=max_bytes, max_files=max_files)
         if keep_zip:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from openscan_pi.cloud.api import CloudAPI, ProjectInfo, TokenInfo
 from openscan_pi.cloud.archive import Source, part_ranges
 from openscan_pi.cloud.errors import (
+    Cancelled,
     CloudError,
     HashMismatch,
     LinkGone,
@@ -41,7 +42,7 @@ from openscan_pi.cloud.errors import (
 from openscan_pi.cloud.journal import Journal
 from openscan_pi.cloud.model import fetch_model
 from openscan_pi.config import Config
-from openscan_pi.errors import InputError, UserError
+from openscan_pi.errors import InputError
 
 if TYPE_CHECKING:
     from openscan_pi.cloud.local import LocalCloud
@@ -55,12 +56,6 @@ WORKING = ("created", "started", "file approved", "initialized", "processing sta
 DONE = ("processing done", "finished")
 
 Events = Callable[..., None]
-
-
-class Cancelled(UserError):
-    """The transfer was asked to stop; its journal lets it continue later."""
-
-    exit_code = 130
 
 
 def token_problem(info: TokenInfo, size: int, photos: int, *, about: str = "") -> str | None:
@@ -132,7 +127,11 @@ class Outcome:
 
 
 class Transfer:
-    """One project's way from a :class:`Source` to a model folder."""
+    """One project's way from a :class:`Source` to a model folder.
+
+    ``stop`` (set from another thread) ends the transfer at once, a call to the cloud in flight
+    included (the transfer makes it the ``api``'s stop event), with :class:`Cancelled`.
+    """
 
     def __init__(self, api: CloudAPI, cfg: Config, journal: Journal, source: Source | None, *,
                  events: Events = _no_events, rebase: Callable[[str], str] = lambda url: url,
@@ -144,6 +143,7 @@ class Transfer:
         self.emit = events
         self.rebase = rebase
         self.stop = stop or threading.Event()
+        self.api.stop = self.stop
         self.clock = clock
         self.ranges = part_ranges(int(journal.data["size"]), int(journal.data["part_size"]))
 
@@ -395,7 +395,8 @@ class Transfer:
         files = self._patient(lambda: fetch_model(
             self.api.link_session, dlink, model_dir,
             timeout=self.api.timeout, max_bytes=self.cfg.cloud.max_model_bytes, progress=progress,
-            sleep=self.wait), "downloading the model")
+            backoff_s=self.cfg.cloud.backoff_s, sleep=self.wait, stop=self.stop,
+            stall=self.api.stall, origin=self.api.base_url), "downloading the model")
         self.journal.update(phase="downloaded", model_dir=str(model_dir),
                             files=[str(f) for f in files])
         self.emit("stage", text=f"model saved in {model_dir}")

@@ -111,6 +111,9 @@ class Daemon:
             log.warning("%s", report.line())
             self.broken[report.id] = report
         for job in sorted(self._active.values(), key=lambda j: float(j.data["created"])):
+            if job.data.get("cancel_requested"):  # cancelled before the daemon went down
+                job.transition(S.CANCELLED, step="cancelled")
+                continue
             if job.state == S.SCANNING and self.cfg.jobs.resume_scan == "fail":
                 job.transition(S.FAILED, step="failed", error=(
                     f"the scan was interrupted (the daemon restarted): `openscan-pi retry {job.id}` "
@@ -232,7 +235,8 @@ class Daemon:
 
     def cancel(self, job_id: str | None) -> tuple[str, concurrent.futures.Future[None] | None]:
         """Cancel a job (the running one by default). Returns its id and a future done when it
-        has stopped, when it was running (None when it was cancelled at once)."""
+        has stopped, when it was running (None when it was cancelled at once). A running job's
+        cancel is on disk before its worker is stopped: it holds across a crash or restart."""
         with self._lock:
             if job_id is None:
                 job_id = self._rig_job or next(iter(self._running), None) or next(
@@ -244,8 +248,11 @@ class Daemon:
             if job.state in (S.DONE, S.CANCELLED):
                 raise InputError(f"job {job.id} is {job.state.value}: nothing to cancel")
             if job.id in self._running:
+                # Durable before the worker is told: a daemon that dies before the worker lets
+                # go never resumes the job (start() ends it cancelled).
+                job.update(cancel_requested=time.time())
                 self._cancelling.add(job.id)
-                self._running[job.id].set()
+                self._running[job.id].set()  # a call to the cloud in flight ends at once
                 return job.id, self._released[job.id]
             job.transition(S.CANCELLED, step="cancelled")
             return job.id, None

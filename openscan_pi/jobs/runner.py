@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 DISK_MARGIN = 1.5
 #: JPEG bytes per pixel assumed for the estimate (quality 90 photos of real objects).
 JPEG_BYTES_PER_PIXEL = 0.5
+#: Bound of the token check before a scan, in seconds (the scan goes ahead without it).
+PREFLIGHT_TIMEOUT_S = 5.0
 
 Events = Callable[..., None]
 
@@ -67,7 +69,8 @@ def fetch_token_info(cfg: Config, local: LocalCloud | None = None) -> TokenInfo:
     from openscan_pi.cloud.transfer import connect
 
     with connect(cfg, local) as (api, _):
-        return api.token_info(once=True)
+        # one quick try: a scan must not wait on Wi-Fi, nor on a cloud that answers slowly
+        return api.token_info(once=True, timeout_s=PREFLIGHT_TIMEOUT_S)
 
 
 def preflight(cfg: Config, positions: int, *, local: LocalCloud | None = None,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import io
+import socket
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -10,9 +12,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from openscan_pi.cloud.local import LocalCloud
+from openscan_pi.cloud.local import ESCAPES, LocalCloud
 
 from .support import (
+    AUTH,
     PART,
     PROCESSING_S,
     TOKEN,
@@ -230,3 +233,108 @@ def test_fault_and_state_hooks_over_http(cloud: LocalCloud) -> None:
 def test_wait_for_times_out(cloud: LocalCloud) -> None:
     with pytest.raises(TimeoutError):
         cloud.wait_for(lambda s: s["projects"]["never"] is not None, timeout=0.1)
+
+
+# ------------------------------------------------------------------ answers no client should trust
+
+
+def raw_get(cloud: LocalCloud, path: str) -> socket.socket:
+    """A GET with basic auth sent on a plain socket; the caller reads the answer."""
+    host, port = cloud.url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    auth = base64.b64encode(b"openscan:free").decode()
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Basic {auth}\r\n\r\n"
+                 .encode())
+    return sock
+
+
+def test_api_trickle_sends_the_real_answer_a_byte_at_a_time(cloud: LocalCloud) -> None:
+    cloud.inject("api_trickle", bps=0.5)
+    with raw_get(cloud, f"/getTokenInfo?token={TOKEN}") as sock:
+        assert sock.recv(4096) == b"H"  # the status line's first byte, and nothing more yet
+    cloud.inject("api_trickle", bps=2000)
+    answer = api(cloud, "getTokenInfo", token=TOKEN)
+    assert answer.status_code == 200 and answer.json()["limit_photos"] == 1000
+    assert api(cloud, "getTokenInfo", token=TOKEN).status_code == 200  # used up
+
+
+@pytest.mark.parametrize(("fault", "code", "ctype"), [("api_huge", 200, "application/json"),
+                                                      ("api_huge_html", 502, "text/html")])
+def test_api_huge_is_made_as_it_is_sent(cloud: LocalCloud, fault: str, code: int,
+                                        ctype: str) -> None:
+    cloud.inject(fault, size=50_000_000)
+    with requests.get(f"{cloud.url}/getTokenInfo", params={"token": TOKEN}, auth=AUTH,
+                      stream=True, timeout=10) as answer:
+        assert answer.status_code == code
+        assert answer.headers["Content-Type"] == ctype
+        assert answer.headers["Content-Length"] == "50000000"
+        first = answer.raw.read(1 << 20)
+        assert len(first) == 1 << 20 and first.startswith((b'{"credit"', b"<html>"))
+    state = cloud.wait_for(lambda s: s["huge_active"] == 0)
+    assert 1 << 20 <= state["huge_sent"] < 50_000_000  # the client hung up: the rest never made
+
+
+def test_api_broken_chunked_gzip_and_redirect_loop(cloud: LocalCloud) -> None:
+    cloud.inject("api_broken_chunked")
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        api(cloud, "getTokenInfo", token=TOKEN)
+    cloud.inject("api_bad_gzip")
+    with pytest.raises(requests.exceptions.ContentDecodingError):
+        api(cloud, "getTokenInfo", token=TOKEN)
+    cloud.inject("api_redirect_loop")
+    with pytest.raises(requests.exceptions.TooManyRedirects):
+        api(cloud, "getTokenInfo", token=TOKEN)
+    assert api(cloud, "getTokenInfo", token=TOKEN).status_code == 200
+
+
+def test_escapes_in_a_page_and_a_status(cloud: LocalCloud) -> None:
+    cloud.inject("api_escapes")
+    page = api(cloud, "getTokenInfo", token=TOKEN)
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert ESCAPES in page.text
+    started_project(cloud)
+    cloud.inject("status_escapes")
+    assert info(cloud)["status"] == f"{ESCAPES}initialized{ESCAPES}"
+    assert info(cloud)["status"] == "initialized"
+
+
+def test_part_and_download_trickle(cloud: LocalCloud, clock: FakeClock) -> None:
+    data = small_set()
+    links = create(cloud, "p", data)
+    cloud.inject("part_trickle", bps=0.5)
+    link = links[0].removeprefix(cloud.url)
+    host, port = cloud.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(f"POST {link} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(data)}\r\n\r\n"
+                     .encode() + data)
+        assert sock.recv(4096) == b"H"
+        assert cloud.wait_for(lambda s: s["projects"]["p"]["parts_received"] == [0])
+    assert api(cloud, "startProject", token=TOKEN, project="p").status_code == 200
+    clock.advance(PROCESSING_S)
+    dlink = info(cloud)["dlink"].replace("dl=0", "dl=1")
+    cloud.inject("download_trickle", bps=100_000)
+    model = requests.get(dlink, timeout=10).content
+    assert zipfile.ZipFile(io.BytesIO(model)).testzip() is None
+    assert model == requests.get(dlink, timeout=10).content
+
+
+@pytest.mark.parametrize(("bad", "expected"), [
+    ("bad_scheme", requests.exceptions.InvalidSchema),
+    ("bad_ipv6", requests.exceptions.InvalidURL),
+    ("no_scheme", requests.exceptions.MissingSchema),
+])
+def test_unusable_links(cloud: LocalCloud, clock: FakeClock, bad: str,
+                        expected: type[Exception]) -> None:
+    cloud.inject(f"ulink_{bad}")
+    data = small_set()
+    spoiled = create(cloud, "p", data)
+    with pytest.raises(expected):
+        post(spoiled[0], data)
+    assert info(cloud)["ulink"] != spoiled  # getProjectInfo tells the real ones
+    upload(info(cloud)["ulink"], data)
+    assert api(cloud, "startProject", token=TOKEN, project="p").status_code == 200
+    clock.advance(PROCESSING_S)
+    cloud.inject(f"dlink_{bad}")
+    with pytest.raises(expected):
+        requests.get(info(cloud)["dlink"], timeout=10)
+    assert requests.get(info(cloud)["dlink"], timeout=10).status_code == 200

@@ -21,6 +21,7 @@ from openscan_pi.cloud.local.cloud import LocalCloud
 from openscan_pi.cloud.local.common import (
     API_ENDPOINTS,
     BAD_REQUEST_TEXT,
+    ESCAPES,
     FAULT_PARAMS,
     FAULTS,
     TokenLimits,
@@ -30,6 +31,7 @@ from openscan_pi.cloud.local.photogrammetry import ContentHasher, process_archiv
 __all__ = [
     "API_ENDPOINTS",
     "BAD_REQUEST_TEXT",
+    "ESCAPES",
     "FAULTS",
     "FAULT_PARAMS",
     "ContentHasher",

@@ -27,6 +27,9 @@ from openscan_pi.cloud.local.photogrammetry import process_archive
 from openscan_pi.cloud.local.server import _Handler, _Server
 from openscan_pi.fsutil import atomic_open, atomic_write_json, read_json
 
+#: Receive buffer of connections accepted while ``part_slow`` is on.
+_SLOW_RCVBUF = 16 * 1024
+
 
 def _empty_data() -> dict[str, Any]:
     return {"version": 1, "projects": {}, "tokens": {}, "links": {}, "counters": {}}
@@ -77,7 +80,11 @@ class LocalCloud(_Endpoints):
         self._plocks: dict[str, threading.Lock] = {}
         self._faults: dict[str, int] = {}
         self._retry_after: dict[str, float | int | str] = {}
+        self._params: dict[str, dict[str, float]] = {}
+        self._huge_sent = 0  # bytes of huge answers written to clients
+        self._huge_active = 0  # huge answers being sent
         self._part_bps = 0.0
+        self._rcvbuf: int | None = None  # the listening socket's receive buffer before part_slow
         self._download_bps = 0.0
         self._abort_generation = 0  # bumped by the abort_uploads fault
         self._fail_next = 0
@@ -113,6 +120,8 @@ class LocalCloud(_Endpoints):
             daemon=True,
         )
         self._thread.start()
+        if self._part_bps > 0:
+            self._pace_window()
         return self
 
     def stop(self) -> None:
@@ -153,7 +162,8 @@ class LocalCloud(_Endpoints):
     # ----------------------------------------------------------------- test helpers
 
     def inject(self, fault: str, count: int = 1, **params: float | int | str) -> None:
-        """Arm ``fault`` for the next ``count`` matching requests. Thread-safe.
+        """Arm ``fault`` for the next ``count`` matching requests (``count`` 0 disarms it).
+        Thread-safe.
 
         API calls (not ``/status``, not uploads): ``api_5xx`` (503) and ``api_429`` (both take
         ``retry_after`` seconds for a ``Retry-After`` header), ``api_html`` (502 HTML page),
@@ -170,6 +180,20 @@ class LocalCloud(_Endpoints):
         send the full Content-Length, half the bytes, then close. ``download_slow`` sends model
         downloads at ``bps`` bytes/s (0 removes it; count ignored).
 
+        Answers no client should wait on or believe (each for the next ``count`` requests):
+        ``api_trickle`` sends the API's real answer, status line and headers included, at ``bps``
+        bytes/s (default one byte every 2 s); ``part_trickle`` stores a part, then trickles its
+        answer; ``download_trickle`` trickles a model download. ``api_huge`` answers 200 JSON of
+        ``size`` bytes (default 300 MB), ``api_huge_html`` a 502 HTML page of that size, both
+        generated as they are sent (``state()["huge_sent"]`` counts what the client took).
+        ``api_broken_chunked`` answers a chunked body whose framing breaks, ``api_bad_gzip`` a
+        body declared gzip that is not, ``api_redirect_loop`` a redirect to ``/_loop``, which
+        redirects to itself. ``api_escapes`` answers a 200 HTML page and ``status_escapes`` a
+        ``getProjectInfo`` status, both full of terminal escapes (:data:`ESCAPES`).
+        ``ulink_bad_scheme``, ``ulink_bad_ipv6``, ``ulink_no_scheme`` make the next ``count``
+        ``createProject`` answers hand out unusable upload links; ``dlink_*`` the same for the
+        next ``count`` model links of ``getProjectInfo``.
+
         Raises ValueError for an unknown fault or parameter, or a negative count.
         """
         if fault not in FAULTS:
@@ -182,6 +206,7 @@ class LocalCloud(_Endpoints):
         with self._lock:
             if fault == "part_slow":
                 self._part_bps = max(0.0, float(params.get("bps", 0)))
+                self._pace_window()
             elif fault == "download_slow":
                 self._download_bps = max(0.0, float(params.get("bps", 0)))
             elif fault == "abort_uploads":
@@ -193,9 +218,10 @@ class LocalCloud(_Endpoints):
             elif fault == "processing_failed":
                 self._fail_next += count
             else:
-                self._faults[fault] = self._faults.get(fault, 0) + count
+                self._faults[fault] = self._faults.get(fault, 0) + count if count else 0
                 if "retry_after" in params:
                     self._retry_after[fault] = params["retry_after"]
+                self._params[fault] = {k: float(v) for k, v in params.items() if k != "retry_after"}
             self._event()
 
     def state(self) -> dict[str, Any]:
@@ -239,6 +265,8 @@ class LocalCloud(_Endpoints):
                 "tokens": tokens,
                 "requests": dict(self._requests),
                 "uploads_in_progress": self._uploads,
+                "huge_sent": self._huge_sent,
+                "huge_active": self._huge_active,
             }
 
     def wait_for(self, predicate: Callable[[dict], bool], timeout: float = 10.0) -> dict:
@@ -276,9 +304,25 @@ class LocalCloud(_Endpoints):
 
     def rebase_link(self, url: str) -> str:
         """Point a link issued by an earlier server on this ``store_dir`` at this server."""
-        link = urlsplit(url)
+        try:
+            link = urlsplit(url)
+        except ValueError:  # a link no client can use: left as it is, for the client to refuse
+            return url
         base = urlsplit(self.url)
         return urlunsplit((base.scheme, base.netloc, link.path, link.query, link.fragment))
+
+    def _pace_window(self) -> None:
+        """While ``part_slow`` is on, connections accepted from now on get a small receive buffer,
+        so that the pace shows on the wire (the client's bytes are acknowledged as they are read,
+        as on a slow link) instead of vanishing into loopback's megabytes of buffer."""
+        server = self._server
+        if server is None:
+            return
+        if self._rcvbuf is None:
+            self._rcvbuf = server.socket.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        size = _SLOW_RCVBUF if self._part_bps > 0 else self._rcvbuf
+        with contextlib.suppress(OSError):
+            server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
     # ----------------------------------------------------------------- storage
 
@@ -314,11 +358,24 @@ class LocalCloud(_Endpoints):
                 return name, rec
         return None
 
-    def _link_url(self, lid: str) -> str:
-        return f"{self.url}/upload/{lid}"
+    def _link_url(self, lid: str, bad: str | None = None) -> str:
+        return self._spoil(f"{self.url}/upload/{lid}", bad)
 
     def _dlink(self, name: str, rec: dict[str, Any]) -> str:
-        return f"{self.url}/share/{rec['id']}/{quote(name, safe='')}.zip?dl=0"
+        bad = next((f for f in ("bad_scheme", "bad_ipv6", "no_scheme") if self._take(f"dlink_{f}")), None)
+        return self._spoil(f"{self.url}/share/{rec['id']}/{quote(name, safe='')}.zip?dl=0", bad)
+
+    def _spoil(self, link: str, bad: str | None) -> str:
+        """``link`` made unusable as ``bad`` says (``bad_scheme``, ``bad_ipv6``, ``no_scheme``)."""
+        parts = urlsplit(link)
+        rest = f"{parts.path}?{parts.query}" if parts.query else parts.path
+        if bad == "bad_scheme":
+            return f"ftp://{parts.netloc}{rest}"
+        if bad == "bad_ipv6":
+            return f"http://[::1:{parts.port}{rest}"
+        if bad == "no_scheme":
+            return f"{parts.hostname}{rest}"
+        return link
 
     def _limits(self, token: str | None) -> TokenLimits | None:
         if not token:
@@ -344,6 +401,17 @@ class LocalCloud(_Endpoints):
                 if self._take(fault):
                     return fault, self._retry_after.get(fault)
         return None
+
+    def _param(self, fault: str, name: str, default: float) -> float:
+        """A parameter ``fault`` was armed with (``bps``, ``size``), or ``default``."""
+        with self._lock:
+            return self._params.get(fault, {}).get(name, default)
+
+    def _huge_progress(self, sent: int, active: int) -> None:
+        with self._lock:
+            self._huge_sent += sent
+            self._huge_active += active
+            self._event()
 
     def _count(self, endpoint: str) -> None:
         with self._lock:

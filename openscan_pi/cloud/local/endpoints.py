@@ -11,10 +11,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from openscan_pi.cloud.local.common import _PART_FAULTS, _Answer
+from openscan_pi.cloud.local.common import _PART_FAULTS, ESCAPES, _Answer
 from openscan_pi.fsutil import fsync_dir
 
 _INT = re.compile(r"[+-]?\d+")
+_BAD_LINKS = ("bad_scheme", "bad_ipv6", "no_scheme")
 
 
 class _Endpoints:
@@ -123,7 +124,8 @@ class _Endpoints:
             counters["created_count"] = counters.get("created_count", 0) + 1
             self._save()
             self._event()
-            ulinks = [self._link_url(x) for x in links]
+            bad = next((f for f in _BAD_LINKS if self._take(f"ulink_{f}")), None)
+            ulinks = [self._link_url(x, bad) for x in links]
             body = {"status": "created", "ulink": ulinks, "credit": left}
             return _Answer(200, body, drop=self._take("create_lost_answer"))
 
@@ -143,6 +145,8 @@ class _Endpoints:
             status = self._status(rec, self._clock())
             dlink = self._dlink(name, rec) if status == "processing done" else None
             ulinks = [self._link_url(x) for x in rec["links"]]
+            if self._take("status_escapes"):
+                status = f"{ESCAPES}{status}{ESCAPES}"
             return _Answer(200, {"status": status, "ulink": ulinks, "dlink": dlink})
 
     def _api_startProject(self, q: dict[str, list[str]]) -> _Answer:  # noqa: N802

@@ -22,7 +22,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, urlsplit
 
-from openscan_pi.cloud.local.common import API_ENDPOINTS, BAD_REQUEST_TEXT, FAULT_PARAMS, FAULTS
+from openscan_pi.cloud.local.common import (
+    API_ENDPOINTS,
+    BAD_REQUEST_TEXT,
+    ESCAPES,
+    FAULT_PARAMS,
+    FAULTS,
+    HUGE_BYTES,
+    TRICKLE_BPS,
+)
 from openscan_pi.cloud.local.photogrammetry import ContentHasher
 
 if TYPE_CHECKING:
@@ -109,7 +117,11 @@ class _Handler(BaseHTTPRequestHandler):
         ctype: str,
         headers: dict[str, str] | None = None,
         close: bool = False,
+        trickle: float | None = None,
     ) -> None:
+        if trickle is not None:
+            self._trickle(self._answer_bytes(code, body, ctype, headers), trickle)
+            return
         self.send_response(code)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
@@ -124,8 +136,60 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_json(self, code: int, obj: Any, **kwargs: Any) -> None:
         self._send(code, json.dumps(obj).encode(), "application/json", **kwargs)
 
-    def _send_400(self) -> None:
-        self._send(400, BAD_REQUEST_TEXT.encode(), "text/html; charset=utf-8")
+    def _send_400(self, trickle: float | None = None) -> None:
+        self._send(400, BAD_REQUEST_TEXT.encode(), "text/html; charset=utf-8", trickle=trickle)
+
+    def _answer_bytes(self, code: int, body: bytes, ctype: str,
+                      headers: dict[str, str] | None = None) -> bytes:
+        """A whole HTTP/1.1 answer as bytes (status line, headers, body); it closes the connection."""
+        lines = [f"HTTP/1.1 {code} {self.responses.get(code, ('',))[0]}", f"Content-Type: {ctype}",
+                 f"Content-Length: {len(body)}", "Connection: close"]
+        lines += [f"{key}: {value}" for key, value in (headers or {}).items()]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+    def _trickle(self, data: bytes, bps: float) -> None:
+        """Send ``data`` one byte at a time at ``bps`` bytes/s: until all is sent, the client hangs
+        up (the write fails) or the server stops."""
+        self.close_connection = True
+        interval = 1.0 / bps if bps > 0 else 0.0
+        for i in range(len(data)):
+            self.wfile.write(data[i : i + 1])
+            if self.cloud._stopping.wait(interval):
+                self._abort()
+                return
+
+    def _huge(self, fault: str) -> None:
+        """A 200 JSON answer (``api_huge``) or a 502 HTML page (``api_huge_html``) of ``size``
+        bytes, made as it is sent; what the client took is added to ``huge_sent``."""
+        size = int(self.cloud._param(fault, "size", HUGE_BYTES))
+        if fault == "api_huge":
+            code, ctype = 200, "application/json"
+            head, tail = b'{"credit": 1, "limit_filesize": 1, "limit_photos": 1, "pad": "', b'"}'
+        else:
+            code, ctype = 502, "text/html"
+            head, tail = b"<html><head><title>502 Bad Gateway</title></head><body>", b"</body></html>"
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(size))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        block = memoryview(b"x" * _CHUNK)
+        sent = 0
+        self.cloud._huge_progress(0, 1)
+        try:
+            self.wfile.write(head)
+            sent += len(head)
+            left = size - len(head) - len(tail)
+            while left > 0 and not self.cloud._stopping.is_set():
+                n = min(left, len(block))
+                self.wfile.write(block[:n])
+                sent += n
+                left -= n
+            self.wfile.write(tail)
+            sent += len(tail)
+        finally:
+            self.cloud._huge_progress(sent, -1)
 
     def _abort(self, reset: bool = False) -> None:
         """Close the connection with no (further) answer; ``reset`` sends a TCP RST."""
@@ -179,7 +243,7 @@ class _Handler(BaseHTTPRequestHandler):
         endpoint = path.strip("/")
         if path.startswith("/share/"):
             endpoint = "share"
-        elif endpoint not in API_ENDPOINTS and endpoint not in ("status", "_faults", "_state"):
+        elif endpoint not in API_ENDPOINTS and endpoint not in ("status", "_faults", "_state", "_loop"):
             endpoint = "other"
         if endpoint != "_state":
             self.cloud._count(endpoint)
@@ -190,6 +254,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_json(200, self.cloud.state())
             elif endpoint == "_faults":
                 self._faults_hook(q)
+            elif endpoint == "_loop":  # api_redirect_loop: a redirect to itself, for ever
+                self._send(302, b"", "text/plain", headers={"Location": f"{self.cloud.url}/_loop"})
             elif endpoint == "share":
                 self._share(path, q)
             elif endpoint in API_ENDPOINTS:
@@ -240,34 +306,60 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _api(self, endpoint: str, q: dict[str, list[str]]) -> None:
         fault = self.cloud._take_api_fault()
+        trickle: float | None = None
         if fault is not None:
             name, retry_after = fault
-            headers = {} if retry_after is None else {"Retry-After": _header_number(retry_after)}
-            if name == "api_drop":
-                self._abort()
-            elif name == "api_5xx":
-                self._send(503, _HTML_503, "text/html", headers=headers)
-            elif name == "api_429":
-                self._send_json(429, {"error": "Too Many Requests"}, headers=headers)
-            elif name == "api_html":
-                self._send(502, _HTML_502, "text/html")
-            else:
-                self._send(200, b"OK", "text/plain")
-            return
+            if name != "api_trickle":
+                self._api_fault(name, retry_after)
+                return
+            trickle = self.cloud._param(name, "bps", TRICKLE_BPS)
         if not self._authorized():
             self._send_json(
                 401,
                 {"error": "Unauthorized access"},
                 headers={"WWW-Authenticate": 'Basic realm="Authentication Required"'},
+                trickle=trickle,
             )
             return
         answer = self.cloud._api(endpoint, q)
         if answer.drop:
             self._abort()
         elif answer.code == 400 and answer.body is None:
-            self._send_400()
+            self._send_400(trickle)
         else:
-            self._send_json(answer.code, answer.body)
+            self._send_json(answer.code, answer.body, trickle=trickle)
+
+    def _api_fault(self, name: str, retry_after: float | int | str | None) -> None:
+        """Answer an API call with the fault ``name`` instead of the API."""
+        headers = {} if retry_after is None else {"Retry-After": _header_number(retry_after)}
+        if name == "api_drop":
+            self._abort()
+        elif name == "api_5xx":
+            self._send(503, _HTML_503, "text/html", headers=headers)
+        elif name == "api_429":
+            self._send_json(429, {"error": "Too Many Requests"}, headers=headers)
+        elif name == "api_html":
+            self._send(502, _HTML_502, "text/html")
+        elif name in ("api_huge", "api_huge_html"):
+            self._huge(name)
+        elif name == "api_broken_chunked":
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b'5\r\n{"cre\r\nzz\r\nnot a chunk\r\n')
+            self.close_connection = True
+        elif name == "api_bad_gzip":
+            self._send(200, b"this is not gzip data", "application/json",
+                       headers={"Content-Encoding": "gzip"}, close=True)
+        elif name == "api_redirect_loop":
+            self._send(302, b"", "text/plain", headers={"Location": f"{self.cloud.url}/_loop"})
+        elif name == "api_escapes":
+            page = (f"<html><head><title>{ESCAPES}Sign in{ESCAPES}</title></head><body>{ESCAPES}"
+                    "</body></html>")
+            self._send(200, page.encode(), "text/html; charset=utf-8")
+        else:
+            self._send(200, b"OK", "text/plain")
 
     def _share(self, path: str, q: dict[str, list[str]]) -> None:
         match = re.fullmatch(r"/share/([0-9a-f]+)/[^/]+\.zip", path)
@@ -291,6 +383,14 @@ class _Handler(BaseHTTPRequestHandler):
             return
         first, last = span
         length = last - first + 1
+        if self.cloud._take("download_trickle"):
+            with open(model, "rb") as fh:
+                fh.seek(first)
+                body = fh.read(length)
+            headers = {"Accept-Ranges": "bytes"}
+            self._send(200 if length == size else 206, body, "application/zip", headers=headers,
+                       trickle=self.cloud._param("download_trickle", "bps", TRICKLE_BPS))
+            return
         drop = self.cloud._take("download_drop")
         self.send_response(200 if length == size else 206)
         self.send_header("Content-Type", "application/zip")
@@ -362,7 +462,8 @@ class _Handler(BaseHTTPRequestHandler):
             digest = hasher.hexdigest()
             if fault == "part_bad_hash":
                 digest = hashlib.sha256(b"bad" + digest.encode()).hexdigest()
-            self._send_json(200, {"content-hash": digest})
+            trickle = cloud._param(fault, "bps", TRICKLE_BPS) if fault == "part_trickle" else None
+            self._send_json(200, {"content-hash": digest}, trickle=trickle)
         finally:
             if tmp is not None:
                 with contextlib.suppress(OSError):

@@ -1,0 +1,564 @@
+"""Abortable HTTP calls: a deadline, a stop event and a stall rule that end a call from outside.
+
+A read timeout restarts at every byte, so a server that trickles its answer keeps a plain
+``requests`` call waiting for ever, and a thread blocked in ``recv`` never looks at a stop event.
+Here a call runs inside a :class:`CallScope` (``with call_scope(...)``): the sessions made by
+:func:`make_session` register every socket of the call with the scope (through the connection and
+pool classes below, mounted by an :class:`~requests.adapters.HTTPAdapter`), and one watcher
+thread shuts those sockets down when the deadline passes, the stop event is set, or a streamed
+transfer stalls. The blocked call then ends at once with :class:`CallAborted`, which urllib3 does
+not retry, and retry sleeps wake on the stop event. Only APIs that urllib3 1.26 (Raspberry Pi OS
+bookworm) and 2.x both have are used.
+
+Answers are read with a size cap (:func:`read_capped`) and redirects are followed here
+(:func:`open_get`), so that no body the client did not ask for is read into memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import http.client
+import logging
+import socket
+import struct
+import termios
+import threading
+import time
+import zlib
+from collections import deque
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+import urllib3.exceptions as uexc
+from requests import exceptions as rexc
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.util.connection import allowed_gai_family
+from urllib3.util.retry import Retry
+
+from openscan_pi.cloud.errors import (
+    BadAnswer,
+    BadURL,
+    Cancelled,
+    CloudError,
+    Unreachable,
+    mask,
+)
+from openscan_pi.errors import UserError
+
+log = logging.getLogger(__name__)
+
+#: How often the watcher looks at stop events, deadlines and progress.
+TICK_S = 0.05
+#: Largest API answer (JSON, error page) read; more is not an API answer.
+MAX_ANSWER_BYTES = 1 << 20
+#: Largest body urllib3 may read and drop before retrying a 5xx/429 (it reads it into memory);
+#: an answer with a larger or unknown length is handed back instead, for a capped read.
+MAX_DRAIN_BYTES = 64 * 1024
+#: Redirects followed for one call.
+MAX_REDIRECTS = 10
+
+STOPPED, DEADLINE, STALLED = "stopped", "deadline", "stalled"
+_OUTQ = getattr(termios, "TIOCOUTQ", None)  # Linux: bytes the peer has not acknowledged yet
+
+
+class CallAborted(Exception):
+    """A call ended from outside (``reason``: stopped, deadline, stalled). Not an OSError, so
+    that urllib3 does not retry it."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class CallScope:
+    """One call's bounds and sockets. ``deadline_s``: the whole call; ``stop``: ends it at once
+    when set; ``stall``: ``(min_bytes, window_s)``, progress told with :meth:`moved`."""
+
+    def __init__(self, *, deadline_s: float | None = None, stop: threading.Event | None = None,
+                 stall: tuple[int, float] | None = None) -> None:
+        now = time.monotonic()
+        self.limit_s = deadline_s
+        self.deadline = now + deadline_s if deadline_s is not None else None
+        self.stop = stop
+        self.stall = stall
+        self.reason: str | None = None
+        self._sent = 0
+        self._socks: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self._samples: deque[tuple[float, int]] = deque([(now, 0)])
+
+    def moved(self, nbytes: int) -> None:
+        """``nbytes`` more were handed to the socket or read from it (the stall rule's count)."""
+        self._sent += nbytes
+
+    def add(self, sock: socket.socket | None) -> None:
+        """Watch ``sock`` for the rest of the call (shut down at once if already aborted)."""
+        if sock is None:
+            return
+        with self._lock:
+            if self._closed:
+                return
+            if sock not in self._socks:
+                self._socks.append(sock)
+            if self.reason:
+                _shut(sock)
+
+    def check(self) -> None:
+        """Raise :class:`CallAborted` when the call must end (checked before each step)."""
+        if self.reason is None:
+            if self.stop is not None and self.stop.is_set():
+                self.abort(STOPPED)
+            elif self.deadline is not None and time.monotonic() >= self.deadline:
+                self.abort(DEADLINE)
+        if self.reason:
+            raise CallAborted(self.reason)
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep, waking at once on the stop event; never past the deadline."""
+        end = time.monotonic() + seconds
+        while True:
+            self.check()
+            now = time.monotonic()
+            if now >= end:
+                return
+            wait = end - now
+            if self.deadline is not None:
+                wait = min(wait, max(0.0, self.deadline - now))
+            if self.stop is not None:
+                self.stop.wait(wait)
+            else:
+                time.sleep(wait)
+
+    def abort(self, reason: str) -> None:
+        """End the call: shut its sockets down (a blocked read or write fails at once)."""
+        with self._lock:
+            if self._closed or self.reason:
+                return
+            self.reason = reason
+            for sock in self._socks:
+                _shut(sock)
+
+    def close(self) -> None:
+        """The call is over: its sockets (maybe back in a pool) are no longer touched."""
+        with self._lock:
+            self._closed = True
+            self._socks.clear()
+
+    def _progress(self) -> int:
+        """Bytes moved so far: sent bytes the peer has not acknowledged yet do not count."""
+        queued = 0
+        if _OUTQ is not None:
+            with self._lock:
+                socks = list(self._socks)
+            for sock in socks:
+                with contextlib.suppress(OSError, ValueError):
+                    fd = sock.fileno()
+                    if fd >= 0:
+                        queued += struct.unpack("i", fcntl.ioctl(fd, _OUTQ, b"\0" * 4))[0]
+        return self._sent - queued
+
+    def _watch(self, now: float) -> None:
+        if self.reason or self._closed:
+            return
+        if self.stop is not None and self.stop.is_set():
+            self.abort(STOPPED)
+        elif self.deadline is not None and now >= self.deadline:
+            self.abort(DEADLINE)
+        elif self.stall is not None:
+            least, window = self.stall
+            moved = self._progress()
+            samples = self._samples
+            if now - samples[-1][0] >= window / 20:
+                samples.append((now, moved))
+            while len(samples) > 1 and now - samples[1][0] >= window:
+                samples.popleft()
+            began, moved_then = samples[0]
+            if now - began >= window and moved - moved_then < least:
+                self.abort(STALLED)
+
+    def why(self) -> str:
+        """Why the call was ended, in a few words."""
+        if self.reason == STALLED and self.stall is not None:
+            least, window = self.stall
+            return (f"stalled: less than {least} bytes moved in {window:g} s "
+                    "(cloud.stall_min_bytes, cloud.stall_window_s)")
+        if self.reason == STOPPED:
+            return "stopped"
+        return f"no complete answer within {self.limit_s or 0:g} s (cloud.call_timeout_s)"
+
+    def error(self, where: str) -> UserError:
+        """The error to raise for a call to ``where`` that this scope ended."""
+        if self.reason == STOPPED:
+            return Cancelled(f"stopped while talking to {where}")
+        if self.reason == STALLED:
+            return Unreachable(f"the transfer with {where} {self.why()}")
+        return Unreachable(f"{where} gave {self.why()}: the network or the cloud is too slow")
+
+
+def _shut(sock: socket.socket) -> None:
+    # socket.socket's own shutdown, also on an SSLSocket (whose shutdown drops its SSL object
+    # under a thread that may be reading); EBADF when the call closed it meanwhile.
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+class _Watcher:
+    """The one thread that ends calls whose deadline passed, whose stop event is set or whose
+    transfer stalled; it sleeps without a timeout while no call runs."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._scopes: set[CallScope] = set()
+        self._thread: threading.Thread | None = None
+
+    def add(self, scope: CallScope) -> None:
+        with self._cond:
+            self._scopes.add(scope)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="call-watcher", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def remove(self, scope: CallScope) -> None:
+        with self._cond:
+            self._scopes.discard(scope)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._scopes:
+                    self._cond.wait()
+                scopes = list(self._scopes)
+            now = time.monotonic()
+            for scope in scopes:
+                try:
+                    scope._watch(now)
+                except Exception:  # the watcher must outlive any one call
+                    log.exception("watching a call failed")
+            with self._cond:
+                self._cond.wait(TICK_S)
+
+
+_watcher = _Watcher()
+_local = threading.local()
+
+
+def current() -> CallScope | None:
+    """The scope of the call this thread is making, if any."""
+    return getattr(_local, "scope", None)
+
+
+@contextlib.contextmanager
+def call_scope(*, deadline_s: float | None = None, stop: threading.Event | None = None,
+               stall: tuple[int, float] | None = None) -> Iterator[CallScope]:
+    """Run the calls of the block (made with a :func:`make_session` session) within these bounds."""
+    scope = CallScope(deadline_s=deadline_s, stop=stop, stall=stall)
+    outer = current()
+    _local.scope = scope
+    _watcher.add(scope)
+    try:
+        yield scope
+    finally:
+        scope.close()
+        _watcher.remove(scope)
+        _local.scope = outer
+
+
+# -- the urllib3 side: sockets registered with the scope ----------------------------------------
+
+
+def _open_socket(address: tuple[str, int], timeout: Any, source: Any, options: Any,
+                 scope: CallScope) -> socket.socket:
+    """urllib3's ``create_connection``, with the socket watched before it connects (a shutdown
+    ends a connect that hangs)."""
+    host, port = address
+    host = host.strip("[]")
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        raise uexc.LocationParseError(f"'{host}', label empty or too long") from None
+    err: OSError | None = None
+    for family, kind, proto, _, addr in socket.getaddrinfo(host, port, allowed_gai_family(),
+                                                           socket.SOCK_STREAM):
+        sock = None
+        try:
+            scope.check()
+            sock = socket.socket(family, kind, proto)
+            scope.add(sock)
+            for option in options or ():
+                sock.setsockopt(*option)
+            if isinstance(timeout, (int, float)):
+                sock.settimeout(timeout)
+            if source:
+                sock.bind(source)
+            sock.connect(addr)
+            return sock
+        except OSError as exc:
+            err = exc
+            if sock is not None:
+                sock.close()
+    raise err or OSError("getaddrinfo returns an empty list")
+
+
+class _WatchedConnection:
+    """Mixin for urllib3's connections: every socket they open is watched by the current scope."""
+
+    def _new_conn(self) -> Any:
+        scope = current()
+        if scope is None:
+            return super()._new_conn()  # type: ignore[misc]
+        conn: Any = self
+        try:
+            return _open_socket((conn._dns_host, conn.port), conn.timeout, conn.source_address,
+                                conn.socket_options, scope)
+        except CallAborted:
+            raise
+        except OSError as exc:
+            if scope.reason:
+                raise CallAborted(scope.reason) from None
+            if isinstance(exc, socket.timeout):
+                raise uexc.ConnectTimeoutError(
+                    conn, f"Connection to {conn.host} timed out. (connect timeout={conn.timeout})"
+                ) from exc
+            raise uexc.NewConnectionError(
+                conn, f"Failed to establish a new connection: {exc}") from exc
+
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        scope = current()
+        if scope is not None:
+            scope.add(self.sock)  # type: ignore[attr-defined]  # the TLS socket, for HTTPS
+
+
+class _HTTPConnection(_WatchedConnection, HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_WatchedConnection, HTTPSConnection):
+    pass
+
+
+class _WatchedPool:
+    """Mixin for urllib3's pools: a reused connection's socket is watched too, and an aborted
+    call raises :class:`CallAborted` (not retried) instead of the error its shut socket gave."""
+
+    def _make_request(self, conn: Any, *args: Any, **kwargs: Any) -> Any:
+        scope = current()
+        if scope is None:
+            return super()._make_request(conn, *args, **kwargs)  # type: ignore[misc]
+        scope.check()
+        scope.add(getattr(conn, "sock", None))
+        try:
+            return super()._make_request(conn, *args, **kwargs)  # type: ignore[misc]
+        except CallAborted:
+            raise
+        except Exception:
+            if scope.reason:
+                raise CallAborted(scope.reason) from None
+            raise
+
+
+class _HTTPPool(_WatchedPool, HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(_WatchedPool, HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+class WatchedAdapter(HTTPAdapter):
+    """An HTTPAdapter whose pools (direct or through an HTTP proxy) are watched."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if not proxy.lower().startswith("socks"):
+            manager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+        return manager
+
+
+class WatchedRetry(Retry):
+    """urllib3's Retry whose sleeps wake on the call's stop event and end at its deadline, and
+    which hands back (instead of retrying) an answer whose body is too large to read and drop."""
+
+    def increment(self, method: Any = None, url: Any = None, response: Any = None,
+                  *args: Any, **kwargs: Any) -> Retry:
+        if response is not None:
+            length = (response.headers.get("Content-Length") or "").strip()
+            if not length.isdigit() or int(length) > MAX_DRAIN_BYTES:
+                raise uexc.MaxRetryError(kwargs.get("_pool"), url,
+                                         uexc.ResponseError("the answer is too large to drop"))
+        return super().increment(method, url, response, *args, **kwargs)
+
+    def sleep_for_retry(self, response: Any = None) -> bool:
+        retry_after = self.get_retry_after(response)
+        if retry_after:
+            _sleep(retry_after)
+            return True
+        return False
+
+    def _sleep_backoff(self) -> None:
+        backoff = self.get_backoff_time()
+        if backoff > 0:
+            _sleep(backoff)
+
+
+def _sleep(seconds: float) -> None:
+    scope = current()
+    if scope is None:
+        time.sleep(seconds)
+    else:
+        scope.sleep(seconds)
+
+
+def make_session(retry: Retry, agent: str) -> requests.Session:
+    """A requests session whose calls a :func:`call_scope` can end."""
+    session = requests.Session()
+    adapter = WatchedAdapter(max_retries=retry, pool_maxsize=4)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.headers["User-Agent"] = agent
+    session.max_redirects = MAX_REDIRECTS
+    return session
+
+
+# -- calls --------------------------------------------------------------------------------------
+
+
+def open_get(session: requests.Session, url: str, *, params: dict[str, Any] | None = None,
+             auth: tuple[str, str] | None = None, headers: dict[str, str] | None = None,
+             timeout: tuple[float, float]) -> requests.Response:
+    """GET ``url`` with the body left unread (``stream``), following up to ``MAX_REDIRECTS``
+    redirects without reading their bodies; basic auth goes only to the first host.
+
+    Raises :class:`BadURL` for a redirect loop or a redirect that is not http(s), and the
+    exceptions of requests and urllib3 (see :func:`failure`).
+    """
+    resp = session.get(url, params=params, auth=auth, headers=headers, timeout=timeout,
+                       stream=True, allow_redirects=False)
+    first = urlsplit(resp.url)  # a URL requests could use: urlsplit takes it
+    for hops in range(MAX_REDIRECTS + 1):
+        target = session.get_redirect_target(resp)
+        if not target:
+            return resp
+        if hops == MAX_REDIRECTS:
+            break
+        where = resp.url
+        resp.close()
+        target = requests.compat.urljoin(where, target)
+        parts = urlsplit(target)
+        if parts.scheme not in ("http", "https"):
+            raise BadURL(f"{where_of(where)} redirected to {short(target)}, which is not an "
+                         "http(s) link")
+        same = (parts.scheme, parts.netloc) == (first.scheme, first.netloc)
+        resp = session.get(target, auth=auth if same else None, headers=headers, timeout=timeout,
+                           stream=True, allow_redirects=False)
+    resp.close()
+    raise BadURL(f"{where_of(url)} redirected more than {MAX_REDIRECTS} times (a redirect loop): "
+                 "the cloud or a proxy on the way is misconfigured")
+
+
+def read_capped(resp: requests.Response, limit: int = MAX_ANSWER_BYTES) -> bytes:
+    """The body of ``resp``, decoded (gzip, deflate), at most ``limit`` bytes before and after
+    decoding; :class:`TooLarge` past that (the rest is never read)."""
+    chunks: list[bytes] = []
+    got = 0
+    while chunk := resp.raw.read(min(64 * 1024, limit + 1 - got), decode_content=False):
+        chunks.append(chunk)
+        got += len(chunk)
+        if got > limit:
+            raise TooLarge(limit)
+    data = b"".join(chunks)
+    coding = resp.headers.get("Content-Encoding", "").strip().lower()
+    if coding in ("", "identity"):
+        return data
+    if coding not in ("gzip", "x-gzip", "deflate"):
+        raise zlib.error(f"unsupported content encoding {coding!r}")
+    inflate = zlib.decompressobj(47 if "gzip" in coding else 15)
+    out = inflate.decompress(data, limit + 1)
+    if len(out) > limit or inflate.unconsumed_tail:
+        raise TooLarge(limit)
+    return out + inflate.flush()
+
+
+class TooLarge(Exception):
+    """An answer over the size cap."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.limit = limit
+
+
+#: What a failed call raises that :func:`failure` turns into a cloud error.
+NETWORK_ERRORS = (requests.RequestException, uexc.HTTPError, http.client.HTTPException, OSError,
+                  CallAborted, TooLarge, zlib.error)
+
+
+def failure(exc: BaseException, where: str, scope: CallScope | None = None,
+            secrets: tuple[str, ...] | list[str] = ()) -> Exception:
+    """The one-line error for a call to ``where`` (a URL or link, shown as is) that failed with
+    ``exc``: :class:`Cancelled` when stopped, a transient :class:`Unreachable` or
+    :class:`BadAnswer` for what another try may cure, :class:`BadURL` for the rest. ``secrets``
+    (and any ``token=`` in a URL) are masked."""
+    if scope is not None:
+        with contextlib.suppress(CallAborted):
+            scope.check()
+        if scope.reason:
+            return scope.error(where)
+    if isinstance(exc, CloudError | Cancelled):
+        return exc
+    detail = mask(reason(exc), secrets)
+    if isinstance(exc, TooLarge):
+        return BadAnswer(f"the answer from {where} is larger than {exc.limit} bytes: not an "
+                         "answer of the cloud's API")
+    if isinstance(exc, rexc.TooManyRedirects):
+        return BadURL(f"{where} redirected too many times (a redirect loop): the cloud or a "
+                      "proxy on the way is misconfigured")
+    if isinstance(exc, rexc.InvalidSchema | rexc.MissingSchema | rexc.InvalidURL
+                  | rexc.URLRequired | uexc.LocationValueError | uexc.ProxySchemeUnknown):
+        return BadURL(f"cannot use the link {where}: {detail}")
+    if isinstance(exc, rexc.InvalidHeader | rexc.InvalidJSONError | rexc.StreamConsumedError):
+        return CloudError(f"cannot send the request to {where}: {detail}")
+    if isinstance(exc, rexc.ContentDecodingError | uexc.DecodeError | zlib.error):
+        return BadAnswer(f"the answer from {where} could not be decoded ({detail})")
+    if isinstance(exc, rexc.ChunkedEncodingError | uexc.ProtocolError | http.client.IncompleteRead):
+        return Unreachable(f"the connection to {where} dropped during the answer ({detail})")
+    if isinstance(exc, http.client.HTTPException) and not isinstance(exc, OSError):
+        return BadAnswer(f"unexpected answer from {where}: not HTTP ({detail})")
+    return Unreachable(f"cannot reach {where}: {detail}")
+
+
+def reason(exc: BaseException) -> str:
+    """The innermost cause of a requests/urllib3 error, in a few words, on one line."""
+    cause: BaseException = exc
+    while cause.args and isinstance(cause.args[0], BaseException):
+        cause = cause.args[0]
+    nested = getattr(cause, "reason", None)
+    if isinstance(nested, BaseException):
+        cause = nested
+    text = str(cause) or type(cause).__name__
+    if isinstance(cause, uexc.NewConnectionError | uexc.ProtocolError):
+        text = text.rpartition(": ")[2] if ": " in text else text
+    elif isinstance(cause, socket.timeout | rexc.Timeout | uexc.TimeoutError):
+        return "no answer within the timeout"
+    return short(text, 160)
+
+
+def short(text: str, limit: int = 80) -> str:
+    """``text`` on one line, at most ``limit`` characters."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def where_of(url: str) -> str:
+    """A URL shown without its query (which may hold the token)."""
+    return short(url.partition("?")[0], 120)
