@@ -137,9 +137,11 @@ def make_methods(daemon: Daemon) -> dict[str, Handler]:
     async def scan(params: dict[str, Any], conn: Connection) -> Any:
         p = Params(params, ("positions", "project"))
         positions = p.integer("positions", 1, MAX_POSITIONS)
-        project = p.name("project", project_problem)
+        # Said before the checks, quoted: who asked for what is in the log even when refused.
+        raw = params.get("project")
         log.info("scan of %s positions%s asked by %s", positions,
-                 f" for project {quote(project)}" if project else "", conn.peer)
+                 f" for project {quote(raw)}" if raw is not None else "", conn.peer)
+        project = p.name("project", project_problem)
         # The token check waits on the cloud in a thread of its own, shared by the scans asked
         # meanwhile and bounded: the workers below are never held by a cloud that hangs.
         await daemon.token_check.settle()
@@ -147,9 +149,10 @@ def make_methods(daemon: Daemon) -> dict[str, Handler]:
 
     async def cancel(params: dict[str, Any], conn: Connection) -> Any:
         p = Params(params, ("job",))
-        job_id = p.name("job", job_problem)
-        log.info("cancel of %s asked by %s", quote(job_id) if job_id else "the running job",
+        raw = params.get("job")
+        log.info("cancel of %s asked by %s", "the running job" if raw is None else quote(raw),
                  conn.peer)
+        job_id = p.name("job", job_problem)
         target, stopped = daemon.cancel(job_id)
         if stopped is not None:  # waited for without a thread: any number of cancels at once
             with contextlib.suppress(asyncio.TimeoutError):
@@ -158,8 +161,8 @@ def make_methods(daemon: Daemon) -> dict[str, Handler]:
 
     async def retry(params: dict[str, Any], conn: Connection) -> Any:
         p = Params(params, ("job",))
+        log.info("retry of %s asked by %s", quote(params.get("job")), conn.peer)
         job_id = str(p.name("job", job_problem, required=True))
-        log.info("retry of %s asked by %s", quote(job_id), conn.peer)
         return await asyncio.to_thread(daemon.retry, job_id)
 
     async def on_rig(name: str, conn: Connection, call: Any) -> Any:
