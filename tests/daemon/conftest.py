@@ -58,7 +58,10 @@ class DaemonProcess:
                 raise AssertionError(f"the daemon exited ({self.proc.returncode}):\n"
                                      f"{self.log.read_text()}")
             try:
-                DaemonClient.connect(self.socket, 5).close()
+                # A call, not just a connect: the socket listens before the daemon has started
+                # (its data folder, its jobs), and only then is it served.
+                with DaemonClient.connect(self.socket, 5) as client:
+                    client.call("status")
                 return self
             except NotRunning:
                 if time.monotonic() > deadline:
