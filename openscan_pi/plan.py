@@ -377,44 +377,12 @@ def _move_segment(
 ) -> bool:
     """Try moving ``route[i : i + length]`` elsewhere (``pos``: where each node is on the route);
     apply the best gain found. True if moved."""
-    last = len(route) - 1
-    j = i + length - 1
-    seg = route[i : j + 1]
-    s, e = seg[0], seg[-1]
-    prev, nxt = route[i - 1], route[j + 1] if j < last else None
-    inner_fwd = sum(cost[seg[m]][seg[m + 1]] for m in range(length - 1))
-    inner_bwd = sum(cost[seg[m + 1]][seg[m]] for m in range(length - 1))
-    removed = cost[prev][s] + (cost[e][nxt] - cost[prev][nxt] if nxt is not None else 0.0) + inner_fwd
-    best = -_EPS
-    best_move: tuple[int, bool] | None = None
-    gaps = set()  # insert between route[g] and route[g + 1] (or after the end)
-    for c in near[s] + near[e]:
-        q = pos[c]
-        if i <= q <= j:
-            continue
-        gaps.add(q)
-        if q - 1 >= 0:
-            gaps.add(q - 1)
-    for g in sorted(gaps):
-        if i - 1 <= g <= j:
-            continue
-        x = route[g]
-        y = route[g + 1] if g < last else None
-        for backwards in (False, True):
-            first, end = (e, s) if backwards else (s, e)
-            added = cost[x][first] + (inner_bwd if backwards else inner_fwd)
-            if y is not None:
-                added += cost[end][y] - cost[x][y]
-            gain = added - removed
-            if gain < best:
-                best, best_move = gain, (g, backwards)
-    if best_move is None:
+    from openscan_pi.plan_large import apply_segment_move, best_segment_move
+
+    move = best_segment_move(route, lambda a, b: cost[a][b], near, pos, i, length)
+    if move is None:
         return False
-    g, backwards = best_move
-    moved = seg[::-1] if backwards else seg
-    rest = route[:i] + route[j + 1 :]
-    at = g + 1 if g < i else g + 1 - length
-    route[:] = rest[:at] + moved + rest[at:]
+    apply_segment_move(route, i, length, *move)
     return True
 
 

@@ -298,46 +298,65 @@ class _Improver:
     def _move_segment(self, i: int, length: int) -> bool:
         """Move ``route[i : i + length]`` next to a near neighbour of one of its ends, either way
         round, where that saves the most; True if moved."""
-        route, pos, cost = self.route, self.pos, self.cost
-        last = len(route) - 1
-        j = i + length - 1
-        seg = route[i:j + 1]
-        s, e = seg[0], seg[-1]
-        prev, nxt = route[i - 1], route[j + 1] if j < last else None
-        inner_fwd = sum(cost(seg[m], seg[m + 1]) for m in range(length - 1))
-        inner_bwd = sum(cost(seg[m + 1], seg[m]) for m in range(length - 1))
-        removed = cost(prev, s) + (cost(e, nxt) - cost(prev, nxt) if nxt is not None else 0.0) + inner_fwd
-        gaps: set[int] = set()  # insert between route[g] and route[g + 1] (or after the end)
-        for c in self.near[s] + self.near[e]:
-            q = pos[c]
-            if i <= q <= j:
-                continue
-            gaps.add(q)
-            if q - 1 >= 0:
-                gaps.add(q - 1)
-        self._spend(len(gaps))
-        best, best_move = -_EPS, None
-        for g in sorted(gaps):
-            if i - 1 <= g <= j:
-                continue
-            x = route[g]
-            y = route[g + 1] if g < last else None
-            for backwards in (False, True):
-                first, end = (e, s) if backwards else (s, e)
-                added = cost(x, first) + (inner_bwd if backwards else inner_fwd)
-                if y is not None:
-                    added += cost(end, y) - cost(x, y)
-                gain = added - removed
-                if gain < best:
-                    best, best_move = gain, (g, backwards)
-        if best_move is None:
+        move = best_segment_move(self.route, self.cost, self.near, self.pos, i, length,
+                                 spend=self._spend)
+        if move is None:
             return False
-        g, backwards = best_move
-        moved = seg[::-1] if backwards else seg
-        rest = route[:i] + route[j + 1:]
-        at = g + 1 if g < i else g + 1 - length
-        route[:] = rest[:at] + moved + rest[at:]
-        low, high = min(i, at), max(j, at + length - 1) + 1
+        low, high = apply_segment_move(self.route, i, length, *move)
         self._place(low, high)
         self._spend(high - low)
         return True
+
+
+def best_segment_move(route: list[int], cost: Callable[[int, int], float], near: Sequence[list[int]],
+                      pos: Sequence[int] | dict[int, int], i: int, length: int, *,
+                      spend: Callable[[int], object] = lambda units: None
+                      ) -> tuple[int, bool] | None:
+    """The Or-opt move of ``route[i : i + length]`` (``pos``: where each node is on the route) that
+    saves the most: ``(g, backwards)`` to insert it, reversed or not, after ``route[g]``, or None
+    when no move next to a near neighbour of one of its ends saves time. ``spend(n)`` is told
+    the gaps judged. Shared by the dense and the grid orderers."""
+    last = len(route) - 1
+    j = i + length - 1
+    seg = route[i:j + 1]
+    s, e = seg[0], seg[-1]
+    prev, nxt = route[i - 1], route[j + 1] if j < last else None
+    inner_fwd = sum(cost(seg[m], seg[m + 1]) for m in range(length - 1))
+    inner_bwd = sum(cost(seg[m + 1], seg[m]) for m in range(length - 1))
+    removed = cost(prev, s) + (cost(e, nxt) - cost(prev, nxt) if nxt is not None else 0.0) + inner_fwd
+    gaps: set[int] = set()  # insert between route[g] and route[g + 1] (or after the end)
+    for c in near[s] + near[e]:
+        q = pos[c]
+        if i <= q <= j:
+            continue
+        gaps.add(q)
+        if q - 1 >= 0:
+            gaps.add(q - 1)
+    spend(len(gaps))
+    best, best_move = -_EPS, None
+    for g in sorted(gaps):
+        if i - 1 <= g <= j:
+            continue
+        x = route[g]
+        y = route[g + 1] if g < last else None
+        for backwards in (False, True):
+            first, end = (e, s) if backwards else (s, e)
+            added = cost(x, first) + (inner_bwd if backwards else inner_fwd)
+            if y is not None:
+                added += cost(end, y) - cost(x, y)
+            gain = added - removed
+            if gain < best:
+                best, best_move = gain, (g, backwards)
+    return best_move
+
+
+def apply_segment_move(route: list[int], i: int, length: int, g: int, backwards: bool
+                       ) -> tuple[int, int]:
+    """Apply a move from :func:`best_segment_move`; returns the range of ``route`` it changed."""
+    j = i + length - 1
+    seg = route[i:j + 1]
+    moved = seg[::-1] if backwards else seg
+    rest = route[:i] + route[j + 1:]
+    at = g + 1 if g < i else g + 1 - length
+    route[:] = rest[:at] + moved + rest[at:]
+    return min(i, at), max(j, at + length - 1) + 1
