@@ -3,12 +3,15 @@ waiting on its ``subscribe`` notifications (never on sleeps)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import resource
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +21,9 @@ import pytest
 import yaml
 
 from openscan_pi.cloud.local import LocalCloud
+from openscan_pi.config import Config
 from openscan_pi.daemon.client import DaemonClient, NotRunning
+from openscan_pi.daemon.main import Service
 
 from ..conftest import TOKEN, cli_env
 
@@ -174,3 +179,18 @@ def make_daemon(short_dir: Path) -> Iterator[Callable[..., DaemonProcess]]:
 def daemon(make_daemon: Callable[..., DaemonProcess]) -> DaemonProcess:
     """A running simulated daemon with the bundled local cloud."""
     return make_daemon().start()
+
+
+@contextlib.contextmanager
+def service_in_thread(cfg: Config, load: Callable[[], Config] | None = None) -> Iterator[Service]:
+    """The daemon's service in a thread of this process (for what only this process can watch:
+    its notify socket, its log handlers), ready when yielded, stopped after."""
+    svc = Service(cfg, load, signals=False)
+    thread = threading.Thread(target=lambda: asyncio.run(svc.run()), daemon=True)
+    thread.start()
+    assert svc.ready.wait(60)
+    try:
+        yield svc
+    finally:
+        svc.request_stop()
+        thread.join(30)

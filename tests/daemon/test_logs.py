@@ -4,10 +4,8 @@ stderr format of a real daemon and through the journal handler."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ from openscan_pi.daemon.main import Service
 from openscan_pi.daemon.protocol import INVALID_PARAMS, REFUSED
 from openscan_pi.logs import setup_logging
 from tests.conftest import TOKEN
-from tests.daemon.conftest import DaemonProcess, daemon_config
+from tests.daemon.conftest import DaemonProcess, daemon_config, service_in_thread
 
 SECRETS = (TOKEN, "free")
 
@@ -115,14 +113,8 @@ def test_caller_values_cannot_forge_log_lines(daemon: DaemonProcess, method: str
 @pytest.fixture
 def service(short_dir: Path) -> Iterator[Service]:
     """The daemon's service in this process (so that its log can go to a journal sender)."""
-    cfg = load_config(daemon_config(short_dir), env={})
-    svc = Service(cfg, signals=False)
-    thread = threading.Thread(target=lambda: asyncio.run(svc.run()), daemon=True)
-    thread.start()
-    assert svc.ready.wait(60)
-    yield svc
-    svc.request_stop()
-    thread.join(30)
+    with service_in_thread(load_config(daemon_config(short_dir), env={})) as svc:
+        yield svc
 
 
 def test_journal_messages_are_escaped_and_masked(service: Service) -> None:

@@ -21,7 +21,7 @@ from openscan_pi.config import load_config
 from openscan_pi.daemon.main import Service
 from openscan_pi.daemon.systemd import journal_handler, status_line
 from openscan_pi.fsutil import read_json
-from tests.daemon.conftest import DaemonProcess
+from tests.daemon.conftest import DaemonProcess, service_in_thread
 
 pytest.importorskip("systemd.daemon", reason="systemd-python is not installed")
 
@@ -115,16 +115,8 @@ def service(short_dir: Path, monkeypatch: pytest.MonkeyPatch, receiver: NotifyRe
         "rig": {"model": "simulated"}, "cloud": {"url": "local", "local": {"processing_s": 0.2},
                                                  "poll_interval_s": 0.05},
         "camera": {"resolution": [320, 240]}}))
-    cfg = load_config(config, env={})
-    svc = Service(cfg, lambda: load_config(config, env={}), signals=False)
-    import asyncio
-
-    thread = threading.Thread(target=lambda: asyncio.run(svc.run()), daemon=True)
-    thread.start()
-    assert svc.ready.wait(60)
-    yield svc
-    svc.request_stop()
-    thread.join(30)
+    with service_in_thread(load_config(config, env={}), lambda: load_config(config, env={})) as svc:
+        yield svc
 
 
 def test_a_hung_loop_starves_the_watchdog(service: Service, receiver: NotifyReceiver) -> None:
