@@ -52,7 +52,8 @@ def test_cancel_ends_a_stuck_cloud_call_at_once(make_daemon: Callable[..., Daemo
     d, job_id = stuck_upload(make_daemon, cloud)
     job = d.call("cancel", {"job": job_id})
     assert job["state"] == "cancelled", job
-    assert read_json(d.data / "jobs" / job_id / "job.json")["state"] == "cancelled"
+    record = read_json(d.data / "jobs" / job_id / "job.json")
+    assert record["state"] == "cancelled" and record["cancel_requested"], record  # durable first
     assert job_id not in d.call("status")["transfers"]
     assert starts(cloud) == 0
     assert d.stop() == 0
@@ -83,6 +84,23 @@ def test_a_cancel_is_kept_by_a_daemon_killed_right_after_it(
     assert starts(cloud) == 0
     assert d.stop() == 0
     assert starts(cloud) == 0
+
+
+def test_a_recorded_cancel_wins_over_resuming(make_daemon: Callable[..., DaemonProcess],
+                                              cloud: LocalCloud) -> None:
+    """The window the test above can only hope to hit, made on disk: the daemon died after the
+    cancel was recorded and before its worker let go of the job (still `uploading`)."""
+    d, job_id = stuck_upload(make_daemon, cloud)
+    d.kill()
+    path = d.data / "jobs" / job_id / "job.json"
+    record = read_json(path)
+    assert record["state"] == "uploading", record
+    path.write_text(json.dumps({**record, "cancel_requested": time.time()}))
+    cloud.inject("part_trickle", 0)  # a resumed job would now get through to startProject
+    d.start()
+    assert d.call("job", {"job": job_id})["state"] == "cancelled"
+    assert d.stop() == 0
+    assert starts(cloud) == 0 and read_json(path)["state"] == "cancelled"
 
 
 def test_a_trickling_cloud_does_not_hold_a_scan(make_daemon: Callable[..., DaemonProcess],
