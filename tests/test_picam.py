@@ -116,6 +116,8 @@ def test_settles_then_locks_exposure_gain_and_colour_gains() -> None:
                           "AnalogueGain": fake.AUTO_GAIN, "ColourGains": fake.AUTO_COLOUR_GAINS}),
     ]
     assert sleep.slept == [0.75]
+    for _ in range(fake.CONTROL_DELAY):  # the lock rides on the next requests, frames later
+        cam.capture_metadata(wait=5)
     assert not cam.ae and not cam.awb
     assert info["exposure_us"] == fake.AUTO_EXPOSURE and info["analogue_gain"] == fake.AUTO_GAIN
     assert info["colour_gains"] == list(fake.AUTO_COLOUR_GAINS)
@@ -312,7 +314,7 @@ def test_missing_camera_is_one_line_camera_error() -> None:
 
 def test_capture_failure_is_camera_error(tmp_path: Path) -> None:
     camera, _, _ = open_camera(camera_cfg(), FakePicamera2Module(fail_capture=True))
-    with pytest.raises(CameraError, match="capture failed: Camera frontend has timed out"):
+    with pytest.raises(CameraError, match="capture failed: Failed to map the main stream"):
         capture(camera, tmp_path, 0)
     assert list(tmp_path.iterdir()) == []
 
