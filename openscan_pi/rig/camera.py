@@ -144,7 +144,9 @@ def exif_bytes(*, orientation: int, rotor: float, turntable: float, index: int,
     exif[TAG_MAKE] = make
     exif[TAG_MODEL] = model
     exif[TAG_IMAGE_DESCRIPTION] = text
-    exif.get_ifd(TAG_EXIF_IFD)[TAG_USER_COMMENT] = USER_COMMENT_ASCII + text.encode("ascii")
+    # The Exif IFD is assigned, not filled through get_ifd(): before Pillow 11.1 (Raspberry Pi OS
+    # bookworm has 9.4) get_ifd() returns a fresh dict the Exif does not keep.
+    exif[TAG_EXIF_IFD] = {TAG_USER_COMMENT: USER_COMMENT_ASCII + text.encode("ascii")}
     return exif.tobytes()
 
 
