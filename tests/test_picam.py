@@ -353,3 +353,23 @@ def test_importing_the_module_does_not_import_picamera2() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert picam.Picamera2Camera.name == "picamera2"
+
+
+def test_simplejpeg_without_yuv_planes_falls_back_to_pillow_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """simplejpeg before 1.8.0 imports fine and has no encode_jpeg_yuv_planes."""
+    old = type("simplejpeg", (), {"__version__": "1.7.6", "encode_jpeg": staticmethod(lambda *a, **k: b"")})
+    monkeypatch.setitem(sys.modules, "simplejpeg", old)
+    caplog.set_level("DEBUG", logger="openscan_pi.rig.picam")
+    camera, _, _ = open_camera(camera_cfg(resolution=(202, 150)))
+    info = camera.start()
+    assert info["jpeg_encoder"].startswith("Pillow") and "1.7.6" in info["jpeg_encoder"]
+    shots = [capture(camera, tmp_path, i) for i in range(3)]
+    for shot in shots:
+        assert shot.path is not None
+        image = Image.open(shot.path)
+        assert image.format == "JPEG" and image.size == (202, 150)
+        assert json.loads(image.getexif()[0x010E])["index"] == shot.index
+    said = [r for r in caplog.records if r.getMessage().startswith("JPEGs are encoded with")]
+    assert [r.levelname for r in said] == ["DEBUG"]  # once, not per photo
+    assert "Pillow" in said[0].getMessage() and "1.8.0" in said[0].getMessage()

@@ -76,6 +76,7 @@ class Picamera2Camera:
         self._has_af = False
         self._model = "unknown"
         self._lens: float | None = None  # the manual lens position last set, None after AF
+        self._encoder: tuple[Callable[..., bytes] | None, str] | None = None  # decided once
 
     # -- life -------------------------------------------------------------------------------
 
@@ -87,6 +88,10 @@ class Picamera2Camera:
         if self._cam is not None:
             return self._info
         module, controls = self._import()
+        if self._encoder is None:
+            self._encoder = yuv_planes_encoder()
+            if self._encoder[0] is None and self._encoder[1] != "Pillow":
+                log.debug("JPEGs are encoded with %s", self._encoder[1])
         try:
             cam = module.Picamera2()
         except (RuntimeError, IndexError) as exc:
@@ -146,7 +151,8 @@ class Picamera2Camera:
                           index=index, lens_position=lens, make=MAKE, model=self._model)
         width, height = self._size
         y, u, v = yuv420_planes(frame, width, height)
-        data = encode_jpeg_yuv420(y, u, v, quality=self.cfg.jpeg_quality, exif=exif)
+        data = encode_jpeg_yuv420(y, u, v, quality=self.cfg.jpeg_quality, exif=exif,
+                                  planes_encoder=self._encoder[0] if self._encoder else None)
         del frame, y, u, v
         size, crc = write_photo(path, data)
         return Shot(path=path, size=size, crc32=crc, lens_position=lens, captured_at=captured_at,
@@ -200,7 +206,7 @@ class Picamera2Camera:
                 "resolution": list(self._size), "format": main.get("format", "YUV420"),
                 "has_autofocus": self._has_af, "focus": focus,
                 "scaler_crop": list(crop) if crop else None, "jpeg_quality": cfg.jpeg_quality,
-                "jpeg_encoder": jpeg_encoder_name(), **locked}
+                "jpeg_encoder": self._encoder[1] if self._encoder else jpeg_encoder_name(), **locked}
 
     def _lock_exposure(self, cam: Any, available: dict[str, Any]) -> dict[str, Any]:
         """Settle once with the auto algorithms, then fix exposure, gain and colour gains."""
@@ -285,28 +291,39 @@ def yuv420_planes(frame: Any, width: int, height: int) -> tuple[Any, Any, Any]:
     return y, u, v[:, :width // 2]
 
 
-def jpeg_encoder_name() -> str:
-    """Which library encodes the JPEGs: simplejpeg where installed, else Pillow."""
+def yuv_planes_encoder() -> tuple[Callable[..., bytes] | None, str]:
+    """simplejpeg's ``encode_jpeg_yuv_planes`` and ``"simplejpeg"``; or None and ``"Pillow"``,
+    with the reason when a simplejpeg is installed that lacks it (before 1.8.0 it imports fine and
+    has no such function)."""
     try:
-        import simplejpeg  # type: ignore[import-not-found]  # noqa: F401
+        import simplejpeg  # type: ignore[import-not-found]
     except ImportError:
-        return "Pillow"
-    return "simplejpeg"
+        return None, "Pillow"
+    encode = getattr(simplejpeg, "encode_jpeg_yuv_planes", None)
+    if encode is None:
+        version = getattr(simplejpeg, "__version__", "unknown")
+        return None, (f"Pillow (simplejpeg {version} has no encode_jpeg_yuv_planes, 1.8.0 and later "
+                      "have it: pip install 'simplejpeg>=1.8' for faster captures)")
+    return encode, "simplejpeg"
 
 
-def encode_jpeg_yuv420(y: Any, u: Any, v: Any, *, quality: int, exif: bytes) -> bytes:
+def jpeg_encoder_name() -> str:
+    """Which library encodes the JPEGs: simplejpeg where it can encode YUV planes, else Pillow."""
+    return yuv_planes_encoder()[1]
+
+
+def encode_jpeg_yuv420(y: Any, u: Any, v: Any, *, quality: int, exif: bytes,
+                       planes_encoder: Callable[..., bytes] | None = None) -> bytes:
     """A JPEG of the YUV420 planes (full-range BT.601, picamera2's default colour space for
     stills, which is JPEG's own), with the EXIF block ``exif`` in an APP1 segment.
 
-    simplejpeg (libjpeg-turbo) encodes the planes as they are; Pillow needs the chroma planes
-    scaled up to full size first, which costs time and memory on a small board.
+    ``planes_encoder`` (simplejpeg's ``encode_jpeg_yuv_planes``, looked up when not given, see
+    :func:`yuv_planes_encoder`) encodes the planes as they are; Pillow, without one, needs the
+    chroma planes scaled up to full size first, which costs time and memory on a small board.
     """
-    try:
-        import simplejpeg
-    except ImportError:
-        simplejpeg = None
-    if simplejpeg is not None:
-        return insert_exif(simplejpeg.encode_jpeg_yuv_planes(y, u, v, quality=quality), exif)
+    encode = planes_encoder if planes_encoder is not None else yuv_planes_encoder()[0]
+    if encode is not None:
+        return insert_exif(encode(y, u, v, quality=quality), exif)
     from PIL import Image
 
     height, width = y.shape
