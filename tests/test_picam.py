@@ -92,12 +92,13 @@ def test_one_yuv420_single_buffer_configuration_for_many_captures(tmp_path: Path
     assert config["main"]["format"] == "YUV420"
     assert config["main"]["size"] == (202, 150)
     assert config["buffer_count"] == 1
+    assert config["raw"] is None  # no raw stream: its buffer is memory a 512 MB Pi does not have
     assert cam.options["quality"] == BASE.jpeg_quality
     assert info["resolution"] == [202, 150] and info["format"] == "YUV420"
     assert info["model"] == "imx708" and info["has_autofocus"] is True
     assert names(cam.calls).count("request.release") == 5
     camera.close()
-    assert names(cam.calls)[-2:] == ["stop", "close"]
+    assert names(cam.calls)[-1] == "close" and "stop" not in names(cam.calls)  # close() stops by itself
     camera.close()  # again: nothing more happens
     assert names(cam.calls).count("close") == 1
 
@@ -203,23 +204,35 @@ def test_camera_without_autofocus_makes_no_focus_calls(tmp_path: Path) -> None:
     assert [s.lens_position for s in shots] == [None, None]
 
 
-def test_scaler_crop_is_centred() -> None:
+def test_scaler_crop_is_centred_in_the_field_of_the_configured_mode() -> None:
+    """The full field of view is ``camera_controls["ScalerCrop"][1]`` after configure: a small
+    resolution gets a cropped sensor mode, so the pixel array at (0, 0) is the wrong field."""
     camera, module, _ = open_camera(camera_cfg(crop=0.5))
     info = camera.start()
+    field = module.camera.camera_controls["ScalerCrop"][1]
+    assert field == (768, 432, 3072, 1728)  # imx708 at 200 x 150: the cropped 1536 x 864 mode
     crops = [c["ScalerCrop"] for c in set_controls(module.camera.calls) if "ScalerCrop" in c]
-    assert crops == [(1152, 648, 2304, 1296)]  # imx708: 4608 x 2592
+    assert crops == [(1536, 864, 1536, 864)]
     x, y, w, h = crops[0]
-    assert x + w / 2 == 4608 / 2 and y + h / 2 == 2592 / 2
-    assert info["scaler_crop"] == [1152, 648, 2304, 1296]
+    assert x + w / 2 == field[0] + field[2] / 2 and y + h / 2 == field[1] + field[3] / 2
+    assert w == field[2] / 2 and h == field[3] / 2
+    assert info["scaler_crop"] == [1536, 864, 1536, 864]
     # the crop is set before the camera starts, so the settle meters the cropped view
     calls = module.camera.calls
     assert calls.index(("set_controls", {"ScalerCrop": crops[0]})) < calls.index(("start",))
+
+
+def test_scaler_crop_of_a_full_resolution_mode() -> None:
+    camera, module, _ = open_camera(camera_cfg(crop=0.3, resolution=(4056, 3040)),
+                                    FakePicamera2Module(fake.IMX477))
+    assert camera.start()["scaler_crop"] == [1420, 1064, 1216, 912]
 
 
 def test_scaler_crop_helper() -> None:
     assert scaler_crop((4056, 3040), 1.0) is None
     assert scaler_crop(None, 0.5) is None
     assert scaler_crop((4056, 3040), 0.3) == (1420, 1064, 1216, 912)
+    assert scaler_crop((696, 528, 2664, 1980), 0.5) == (1362, 1023, 1332, 990)
 
 
 def test_no_crop_requested_sets_none(tmp_path: Path) -> None:
@@ -373,3 +386,15 @@ def test_simplejpeg_without_yuv_planes_falls_back_to_pillow_once(
     said = [r for r in caplog.records if r.getMessage().startswith("JPEGs are encoded with")]
     assert [r.levelname for r in said] == ["DEBUG"]  # once, not per photo
     assert "Pillow" in said[0].getMessage() and "1.8.0" in said[0].getMessage()
+
+
+def test_close_releases_the_camera_even_when_its_stop_fails_once() -> None:
+    """picamera2's close() stops the camera itself; a stop() of our own that raised would skip
+    the close and leave the camera acquired, so the next open fails as busy."""
+    camera, module, _ = open_camera(camera_cfg(), FakePicamera2Module(stop_errors=1))
+    camera.start()
+    camera.close()
+    assert "stop" not in names(module.camera.calls) and module.camera.closed
+    again, _, _ = open_camera(camera_cfg(), module)
+    assert again.start()["model"] == "imx708"  # not "Device or resource busy"
+    again.close()

@@ -177,17 +177,21 @@ class Picamera2Camera:
     def _setup(self, cam: Any, controls: Any) -> dict[str, Any]:
         cfg = self.cfg
         props = dict(cam.camera_properties)
-        available = dict(cam.camera_controls)
         self._model = str(props.get("Model", "unknown"))
+        # raw=None: picamera2 adds a raw stream by default, a second full-size buffer that we
+        # never read and a 512 MB Pi cannot spare.
         config = cam.create_still_configuration(
             main={"size": (int(cfg.resolution[0]), int(cfg.resolution[1])), "format": "YUV420"},
-            buffer_count=1)
+            raw=None, buffer_count=1)
         cam.configure(config)
+        available = dict(cam.camera_controls)  # as the configured sensor mode has them
         main = cam.camera_configuration()["main"]
         self._size = (int(main["size"][0]), int(main["size"][1]))
         cam.options["quality"] = cfg.jpeg_quality  # for picamera2's own savers, should any run
         self._has_af = "AfMode" in available and "LensPosition" in available
-        crop = scaler_crop(props.get("PixelArraySize"), cfg.crop)
+        # The mode's own field of view: a cropped mode sees less than the whole pixel array.
+        field = available["ScalerCrop"][1] if "ScalerCrop" in available else props.get("PixelArraySize")
+        crop = scaler_crop(field, cfg.crop)
         if crop is not None:
             if "ScalerCrop" in available:
                 cam.set_controls({"ScalerCrop": crop})
@@ -266,15 +270,20 @@ class Picamera2Camera:
                     target, LENS_MAX_FRAMES)
 
 
-def scaler_crop(pixel_array: Any, fraction: float) -> tuple[int, int, int, int] | None:
-    """The centred ScalerCrop ``(x, y, width, height)`` keeping ``fraction`` of each side of the
-    sensor's pixel array; None when the whole sensor is kept or its size is unknown."""
-    if fraction >= 1 or not pixel_array:
+def scaler_crop(field: Any, fraction: float) -> tuple[int, int, int, int] | None:
+    """The ScalerCrop ``(x, y, width, height)`` keeping ``fraction`` of each side of ``field``,
+    centred in it; None when the whole field is kept or it is unknown.
+
+    ``field`` is the configured sensor mode's field of view, ``(x, y, width, height)``
+    (``camera_controls["ScalerCrop"][1]`` after ``configure``), or a ``(width, height)`` at (0, 0).
+    """
+    if fraction >= 1 or not field:
         return None
-    full_w, full_h = int(pixel_array[0]), int(pixel_array[1])
+    left, top, full_w, full_h = (0, 0, *field) if len(field) == 2 else field
+    left, top, full_w, full_h = int(left), int(top), int(full_w), int(full_h)
     width = max(2, round(full_w * fraction) // 2 * 2)
     height = max(2, round(full_h * fraction) // 2 * 2)
-    return ((full_w - width) // 2, (full_h - height) // 2, width, height)
+    return (left + (full_w - width) // 2, top + (full_h - height) // 2, width, height)
 
 
 def yuv420_planes(frame: Any, width: int, height: int) -> tuple[Any, Any, Any]:
@@ -358,8 +367,13 @@ def _set(cam: Any, available: dict[str, Any], controls: dict[str, Any]) -> None:
 
 
 def _close_quietly(cam: Any) -> None:
-    try:
-        cam.stop()
-        cam.close()
-    except Exception as exc:  # closing is best effort: the process may be on its way out
-        log.warning("closing the camera failed: %s", exc)
+    """``close()`` alone: picamera2's close stops the camera itself, directly (a ``stop()`` of our
+    own goes through the camera's job queue and waits behind a job that hung; one that raised
+    would skip the close and leave the camera acquired). A close that failed is tried once more
+    (picamera2 allows it), so a passing failure does not keep the camera from the next open."""
+    for attempt in (1, 2):
+        try:
+            cam.close()
+            return
+        except Exception as exc:  # closing is best effort: the process may be on its way out
+            log.warning("closing the camera failed%s: %s", "" if attempt == 1 else " again", exc)
