@@ -537,7 +537,8 @@ class FakePicamera2Module:
     - ``present=False``: ``Picamera2()`` raises IndexError, as picamera2 does without a camera;
     - ``af_succeeds``: whether autofocus scans end Focused (else Failed);
     - ``fail_capture``: ``capture_request`` raises a RuntimeError once it has its frame;
-    - ``stall_after=N``: the camera stalls once N requests have been captured; the stall outlives
+    - ``stall_after=N``: the camera stalls once N requests have been captured (0: from the first
+      open); the stall outlives
       ``stall_reopens`` closings and reopenings (``None``: all of them, until :meth:`unstall`);
     - ``stop_errors=N``: libcamera's stop fails the next N times;
     - ``legacy``: picamera2 before 0.3.20 (see the module docstring);
@@ -579,6 +580,11 @@ class FakePicamera2Module:
             camera = (FakePicamera2Legacy if self.legacy else FakePicamera2)(self, camera_num, tuning)
             self.holder = camera
             self.instances.append(camera)
+            if self.stall_after == 0:  # stalled from the start
+                self.stall_after = None
+                self.begin_stall(camera)
+                self._stall_opens_left = self.stall_reopens
+                return camera
             if self.stalling:
                 if self._stall_opens_left is None or self._stall_opens_left > 0:
                     self.stalled_cameras.add(camera)

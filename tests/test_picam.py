@@ -7,6 +7,8 @@ import io
 import json
 import subprocess
 import sys
+import threading
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from PIL import Image
 
 from openscan_pi.config import load_config
 from openscan_pi.rig import picam
-from openscan_pi.rig.camera import Shot, lens_positions
+from openscan_pi.rig.camera import CameraStalled, Shot, lens_positions
 from openscan_pi.rig.errors import CameraError
 from openscan_pi.rig.picam import Picamera2Camera, insert_exif, scaler_crop, yuv420_planes
 from openscan_pi.schema import CameraConfig
@@ -398,3 +400,87 @@ def test_close_releases_the_camera_even_when_its_stop_fails_once() -> None:
     again, _, _ = open_camera(camera_cfg(), module)
     assert again.start()["model"] == "imx708"  # not "Device or resource busy"
     again.close()
+
+
+# -- a camera that stalls --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def forever(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A call that would block for ever fails the test after 3 s instead of 20 s."""
+    monkeypatch.setattr(fake, "FOREVER_S", 3.0)
+
+
+@pytest.mark.parametrize(("spec", "lens", "waiting"), [
+    (fake.IMX708, None, "autofocus_cycle"),
+    (fake.IMX708, 6.0, "capture_metadata"),
+    (fake.IMX477, None, "capture_request"),
+])
+def test_a_stall_is_flushed_closed_reopened_and_the_position_taken_again(
+        tmp_path: Path, forever: None, spec: dict[str, Any], lens: float | None, waiting: str) -> None:
+    module = FakePicamera2Module(spec, stall_after=2)  # a reopened camera works again
+    camera, _, sleep = open_camera(camera_cfg(timeout_s=0.3, retries=2), module)
+    info = camera.start()
+    shots = [capture(camera, tmp_path, i, lens=lens if i < 2 else lens and lens + i) for i in range(4)]
+    assert module.forever == []
+    assert [s.index for s in shots] == [0, 1, 2, 3] and len(list(tmp_path.iterdir())) == 4
+    first, second = module.instances
+    calls = [n for n in names(first.calls) if n != "set_controls"]
+    assert calls[-3:] == [waiting, "cancel_all_and_flush", "close"] and "stop" not in calls
+    assert first.closed and not second.closed
+    # the same exposure, gain and colour gains on the reopened camera, without a new settle
+    assert sleep.slept == [0.5]
+    lock = {"AeEnable": False, "AwbEnable": False, "ExposureTime": info["exposure_us"],
+            "AnalogueGain": info["analogue_gain"], "ColourGains": tuple(info["colour_gains"])}
+    assert second.calls.index(("set_controls", lock)) < second.calls.index(("start",))  # from its first frame
+    camera.close()
+
+
+def test_a_camera_that_stays_stalled_fails_after_its_retries(tmp_path: Path, forever: None) -> None:
+    module = FakePicamera2Module(fake.IMX477, stall_after=1, stall_reopens=None)
+    camera, _, _ = open_camera(camera_cfg(timeout_s=0.2, retries=2), module)
+    capture(camera, tmp_path, 0)
+    with pytest.raises(CameraStalled) as err:
+        capture(camera, tmp_path, 1)
+    assert str(err.value) == ("no frame within 0.2 s, 3 tries (the camera closed and opened again "
+                              "between them)")
+    assert len(module.instances) == 3 and module.forever == []
+    assert [p.name for p in tmp_path.iterdir()] == ["IMG_0000.jpg"]
+    module.unstall()  # the cable pushed back in: the next capture opens the camera again
+    capture(camera, tmp_path, 1)
+    assert len(module.instances) == 4
+    camera.close()
+
+
+def test_a_camera_that_stalls_while_it_settles_does_not_start(forever: None) -> None:
+    module = FakePicamera2Module(stall_after=0)
+    camera, _, _ = open_camera(camera_cfg(timeout_s=0.2), module)
+    with pytest.raises(CameraError, match=r"the camera did not start: no frame within 0\.2 s"):
+        camera.start()
+    assert module.camera.closed and module.forever == []
+
+
+def test_the_watch_tells_a_camera_call_that_has_not_returned(tmp_path: Path, forever: None) -> None:
+    """picamera2 before 0.3.20 ignores wait=SECONDS: a stalled call returns only when the stall
+    ends. Meanwhile the watch says the camera is wedged (the daemon's watchdog reads it)."""
+    module = FakePicamera2Module(stall_after=1, stall_reopens=None, legacy=True)
+    camera, _, _ = open_camera(camera_cfg(timeout_s=0.2), module)
+    capture(camera, tmp_path, 0)
+    assert camera.watch.overdue() is None
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: (capture(camera, tmp_path, 1), done.set()))
+    worker.start()
+    assert module.blocked.wait(10)
+    assert camera.watch.overdue() is None  # within its bound
+    later = camera.watch.overdue(now=time.monotonic() + 60)
+    assert later is not None and later.startswith("the camera's autofocus_cycle has not returned for")
+    module.unstall()
+    worker.join(10)
+    assert done.is_set() and camera.watch.overdue(now=time.monotonic() + 60) is None
+    camera.close()
+
+
+def test_an_old_picamera2_is_told(caplog: pytest.LogCaptureFixture) -> None:
+    camera, _, _ = open_camera(camera_cfg(), FakePicamera2Module(legacy=True))
+    camera.start()
+    assert "picamera2 before 0.3.20" in caplog.text and "apt" in caplog.text

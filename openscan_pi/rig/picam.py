@@ -30,7 +30,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from openscan_pi.rig.camera import Shot, exif_bytes, write_photo
+from openscan_pi.rig.camera import CallWatch, CameraStalled, Shot, exif_bytes, write_photo
 from openscan_pi.rig.errors import CameraError
 from openscan_pi.schema import CameraConfig
 
@@ -43,6 +43,15 @@ LENS_TOLERANCE = 0.05
 LENS_MAX_FRAMES = 60
 #: Frames to let pass after a lens move when the metadata does not report the lens position.
 LENS_BLIND_FRAMES = 3
+#: A call waits at least this many frames' exposure for its frame (long exposures).
+EXPOSURE_FRAMES = 4
+#: A picamera2 call past twice its wait plus this (opening, configuring, closing: no wait of
+#: their own) means the camera is wedged: the daemon's watchdog stops being fed.
+WEDGED_MARGIN_S = 5.0
+NO_FRAME = "check the camera's ribbon cable and the power supply"
+OLD_PICAMERA2 = ("picamera2 before 0.3.20 cannot time out a stalled camera (then only the systemd "
+                 "watchdog ends the wait, by restarting the daemon): `sudo apt install "
+                 "--only-upgrade python3-picamera2`")
 NO_CAMERA = ("no camera found: check the ribbon cable and `rpicam-hello --list-cameras` "
              "(on a Pi 4 or older, also `camera_auto_detect=1` in /boot/firmware/config.txt)")
 
@@ -77,42 +86,32 @@ class Picamera2Camera:
         self._model = "unknown"
         self._lens: float | None = None  # the manual lens position last set, None after AF
         self._encoder: tuple[Callable[..., bytes] | None, str] | None = None  # decided once
+        #: Exposure, gain and colour gains locked at the first start (kept when a stalled camera
+        #: is opened again, so every photo of a scan matches), and what start() said of them.
+        self._locked: dict[str, Any] | None = None
+        self._locked_info: dict[str, Any] = {}
+        self._told_old = False
+        #: The picamera2 call in progress and its bound (read by the daemon's watchdog).
+        self.watch = CallWatch()
 
     # -- life -------------------------------------------------------------------------------
 
     def start(self) -> dict[str, Any]:
         """Open the camera, configure it once, settle and lock exposure; return its info.
 
-        Calling it again returns the same info without touching the camera.
+        Calling it again returns the same info without touching the camera. A camera closed
+        after a stall is opened again with the exposure locked before (no new settle).
         """
-        if self._cam is not None:
-            return self._info
-        module, controls = self._import()
-        if self._encoder is None:
-            self._encoder = yuv_planes_encoder()
-            if self._encoder[0] is None and self._encoder[1] != "Pillow":
-                log.debug("JPEGs are encoded with %s", self._encoder[1])
-        try:
-            cam = module.Picamera2()
-        except (RuntimeError, IndexError) as exc:
-            raise CameraError(f"{NO_CAMERA}; picamera2 said: {exc}") from exc
-        try:
-            self._info = self._setup(cam, controls)
-        except RuntimeError as exc:
-            _close_quietly(cam)
-            raise CameraError(f"the camera did not start: {exc}") from exc
-        except BaseException:
-            _close_quietly(cam)
-            raise
-        self._cam = cam
-        log.info("camera: %s", self._info)
+        if self._cam is None:
+            self._cam = self._open()
         return self._info
 
     def close(self) -> None:
         """Stop and release the camera; calling it again does nothing."""
         cam, self._cam = self._cam, None
+        self._locked, self._lens = None, None  # a camera started again settles again
         if cam is not None:
-            _close_quietly(cam)
+            self._discard(cam)
 
     def __enter__(self) -> Picamera2Camera:
         self.start()
@@ -126,19 +125,9 @@ class Picamera2Camera:
     def capture(self, path: Path, *, rotor: float, turntable: float, index: int,
                 lens_position: float | None = None) -> Shot:
         """Focus (autofocus cycle, or ``lens_position`` dioptres), take one frame, write it as a
-        JPEG with EXIF to ``path``."""
-        self.start()
-        cam = self._cam
-        try:
-            self._focus(cam, lens_position)
-            request = cam.capture_request()
-            try:
-                frame = request.make_array("main")
-                metadata = request.get_metadata()
-            finally:
-                request.release()
-        except RuntimeError as exc:
-            raise CameraError(f"capture failed: {exc}") from exc
+        JPEG with EXIF to ``path``. A camera that gives no frame in time is closed and opened
+        again, ``camera.retries`` times, before :class:`CameraStalled` is raised."""
+        frame, metadata = self._frame(lens_position)
         captured_at = time.time()
         if not self._has_af:
             lens = None
@@ -158,6 +147,42 @@ class Picamera2Camera:
         return Shot(path=path, size=size, crc32=crc, lens_position=lens, captured_at=captured_at,
                     rotor=rotor, turntable=turntable, index=index)
 
+    def _frame(self, lens_position: float | None) -> tuple[Any, dict[str, Any]]:
+        """The frame (and its metadata) of one capture, tried again on a reopened camera when a
+        call times out: picamera2's queue is flushed and the camera closed first."""
+        tries = self.cfg.retries + 1
+        for attempt in range(1, tries + 1):
+            try:
+                self.start()
+            except CameraError as exc:
+                if attempt == 1:
+                    raise
+                raise CameraStalled(f"no frame within {self._wait_s():g} s, then the camera did not "
+                                    f"open again: {exc}") from None
+            try:
+                return self._take(self._cam, lens_position)
+            except TimeoutError:
+                cam, self._cam, self._lens = self._cam, None, None
+                self._discard(cam, flush=True)
+                log.warning("camera: no frame within %g s (try %d of %d)%s", self._wait_s(), attempt,
+                            tries, ": closed, opening it again" if attempt < tries else "")
+        again = (f", {tries} tries (the camera closed and opened again between them)"
+                 if tries > 1 else "")
+        raise CameraStalled(f"no frame within {self._wait_s():g} s{again}")
+
+    def _take(self, cam: Any, lens_position: float | None) -> tuple[Any, dict[str, Any]]:
+        try:
+            self._focus(cam, lens_position)
+            request = self._call("capture_request", cam.capture_request, wait=True)
+            try:
+                frame = request.make_array("main")
+                metadata = request.get_metadata()
+            finally:
+                request.release()
+        except RuntimeError as exc:
+            raise CameraError(f"capture failed: {exc}") from exc
+        return frame, metadata
+
     # -- internals --------------------------------------------------------------------------
 
     def _import(self) -> tuple[Any, Any]:
@@ -174,6 +199,72 @@ class Picamera2Camera:
         self._controls = controls
         return module, controls
 
+    def _open(self) -> Any:
+        """Open and configure the camera (see :meth:`start`); nothing is left open on failure."""
+        module, controls = self._import()
+        if self._encoder is None:
+            self._encoder = yuv_planes_encoder()
+            if self._encoder[0] is None and self._encoder[1] != "Pillow":
+                log.debug("JPEGs are encoded with %s", self._encoder[1])
+        try:
+            cam = self._call("Picamera2()", module.Picamera2)
+        except (RuntimeError, IndexError) as exc:
+            raise CameraError(f"{NO_CAMERA}; picamera2 said: {exc}") from exc
+        if not hasattr(cam, "cancel_all_and_flush") and not self._told_old:
+            self._told_old = True
+            log.warning("%s", OLD_PICAMERA2)
+        again = self._locked is not None
+        try:
+            self._info = self._setup(cam, controls)
+        except TimeoutError:
+            self._discard(cam, flush=True)
+            raise CameraError(f"the camera did not start: no frame within {self._wait_s():g} s "
+                              f"({NO_FRAME})") from None
+        except RuntimeError as exc:
+            self._discard(cam)
+            raise CameraError(f"the camera did not start: {exc}") from exc
+        except BaseException:
+            self._discard(cam)
+            raise
+        if again:
+            log.info("camera opened again, with the exposure locked before")
+        else:
+            log.info("camera: %s", self._info)
+        return cam
+
+    def _wait_s(self) -> float:
+        """How long a call waits for its frame: ``camera.timeout_s``, or a few frames' exposure
+        when that is longer."""
+        exposure_us = (self._locked or {}).get("ExposureTime") or self.cfg.exposure_us or 0
+        return max(float(self.cfg.timeout_s), EXPOSURE_FRAMES * exposure_us / 1e6)
+
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any, wait: bool = False) -> Any:
+        """``fn(*args)`` under the watch; with ``wait``, bounded by picamera2's own ``wait=``
+        (a timeout raises TimeoutError). Past its bound, the watch says the camera is wedged."""
+        seconds = self._wait_s()
+        with self.watch.bound(what, 2 * seconds + WEDGED_MARGIN_S):
+            return fn(*args, wait=seconds) if wait else fn(*args)
+
+    def _discard(self, cam: Any, *, flush: bool = False) -> None:
+        """Release ``cam``: after a timeout, picamera2's job queue is flushed first (the call
+        that timed out is still queued there). Then ``close()`` alone: picamera2's close stops
+        the camera itself, directly; a ``stop()`` of our own goes through the job queue, and one
+        that raised would skip the close and leave the camera acquired. A close that failed is
+        tried once more (picamera2 allows it), so a passing failure does not keep the camera
+        from the next open. Best effort: the process may be on its way out."""
+        cancel = getattr(cam, "cancel_all_and_flush", None)  # picamera2 0.3.20 and later
+        if flush and cancel is not None:
+            try:
+                self._call("cancel_all_and_flush", cancel)
+            except Exception as exc:
+                log.warning("flushing the camera's queue failed: %s", exc)
+        for attempt in (1, 2):
+            try:
+                self._call("close", cam.close)
+                return
+            except Exception as exc:
+                log.warning("closing the camera failed%s: %s", "" if attempt == 1 else " again", exc)
+
     def _setup(self, cam: Any, controls: Any) -> dict[str, Any]:
         cfg = self.cfg
         props = dict(cam.camera_properties)
@@ -183,7 +274,7 @@ class Picamera2Camera:
         config = cam.create_still_configuration(
             main={"size": (int(cfg.resolution[0]), int(cfg.resolution[1])), "format": "YUV420"},
             raw=None, buffer_count=1)
-        cam.configure(config)
+        self._call("configure", cam.configure, config)
         available = dict(cam.camera_controls)  # as the configured sensor mode has them
         main = cam.camera_configuration()["main"]
         self._size = (int(main["size"][0]), int(main["size"][1]))
@@ -198,8 +289,13 @@ class Picamera2Camera:
             else:
                 log.warning("camera.crop is %s but this camera has no ScalerCrop: ignored", cfg.crop)
                 crop = None
-        cam.start()
-        locked = self._lock_exposure(cam, available)
+        if self._locked is not None:  # opened again: the values locked before, from the first frame
+            _set(cam, available, {"AeEnable": False, "AwbEnable": False, **self._locked})
+            self._call("start", cam.start)
+            locked = self._locked_info
+        else:
+            self._call("start", cam.start)
+            locked = self._lock_exposure(cam, available)
         if self._has_af:
             focus = "autofocus per position, or manual LensPosition (dioptres)"
         else:
@@ -229,7 +325,7 @@ class Picamera2Camera:
             # A fixed value given alongside stays fixed while the rest settles around it.
             _set(cam, available, {"AeEnable": auto_ae, "AwbEnable": auto_awb, **fixed})
             self._sleep(cfg.settle_s)
-            metadata = cam.capture_metadata()
+            metadata = self._call("capture_metadata", cam.capture_metadata, wait=True)
             for key in ("ExposureTime", "AnalogueGain", "ColourGains"):
                 if key not in fixed and metadata.get(key) is not None:
                     measured[key] = metadata[key]
@@ -242,16 +338,19 @@ class Picamera2Camera:
             locked["ColourGains"] = tuple(float(g) for g in locked["ColourGains"])
         _set(cam, available, {"AeEnable": False, "AwbEnable": False, **locked})
         gains = locked.get("ColourGains")
-        return {"exposure_us": locked.get("ExposureTime"), "analogue_gain": locked.get("AnalogueGain"),
-                "colour_gains": list(gains) if gains else None,
-                "exposure_source": "configured" if not measured else f"settled for {cfg.settle_s} s"}
+        self._locked = locked
+        self._locked_info = {
+            "exposure_us": locked.get("ExposureTime"), "analogue_gain": locked.get("AnalogueGain"),
+            "colour_gains": list(gains) if gains else None,
+            "exposure_source": "configured" if not measured else f"settled for {cfg.settle_s} s"}
+        return self._locked_info
 
     def _focus(self, cam: Any, lens_position: float | None) -> None:
         if not self._has_af:
             return
         if lens_position is None:
             self._lens = None
-            if not cam.autofocus_cycle():
+            if not self._call("autofocus_cycle", cam.autofocus_cycle, wait=True):
                 log.warning("autofocus did not lock; capturing anyway")
             return
         target = float(lens_position)
@@ -260,7 +359,7 @@ class Picamera2Camera:
         cam.set_controls({"AfMode": self._controls.AfModeEnum.Manual, "LensPosition": target})
         self._lens = target
         for frame in range(LENS_MAX_FRAMES):
-            reported = cam.capture_metadata().get("LensPosition")
+            reported = self._call("capture_metadata", cam.capture_metadata, wait=True).get("LensPosition")
             if reported is None:
                 if frame + 1 >= LENS_BLIND_FRAMES:
                     return
@@ -364,16 +463,3 @@ def _set(cam: Any, available: dict[str, Any], controls: dict[str, Any]) -> None:
     if skipped:
         log.debug("camera does not advertise %s: not set", ", ".join(skipped))
     cam.set_controls(wanted)
-
-
-def _close_quietly(cam: Any) -> None:
-    """``close()`` alone: picamera2's close stops the camera itself, directly (a ``stop()`` of our
-    own goes through the camera's job queue and waits behind a job that hung; one that raised
-    would skip the close and leave the camera acquired). A close that failed is tried once more
-    (picamera2 allows it), so a passing failure does not keep the camera from the next open."""
-    for attempt in (1, 2):
-        try:
-            cam.close()
-            return
-        except Exception as exc:  # closing is best effort: the process may be on its way out
-            log.warning("closing the camera failed%s: %s", "" if attempt == 1 else " again", exc)
