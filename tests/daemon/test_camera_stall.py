@@ -4,7 +4,9 @@ picamera2 double (which blocks as the real one does), a simulated rig, the bundl
 from __future__ import annotations
 
 import json
+import logging
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +20,7 @@ from openscan_pi.daemon.client import DaemonClient
 from openscan_pi.daemon.main import Service
 from tests import fake_picamera2 as fake
 from tests.daemon.conftest import WAIT_S, service_in_thread
+from tests.daemon.test_systemd import NotifyReceiver
 from tests.fake_picamera2 import FakePicamera2Module
 
 
@@ -85,3 +88,55 @@ def test_a_stalled_camera_fails_the_job_at_its_position_and_retry_goes_on_there(
     assert done["state"] == "done" and done["captured"] == 6
     assert picamera2.requests == 6  # positions 1-3 were not taken again
     assert {p.name: p.stat().st_mtime_ns for p in images.glob("*.jpg") if p.name in kept} == kept
+
+
+class Said(logging.Handler):
+    """The lines of one logger with their times; ``starved`` is set at the first that says the
+    watchdog is no longer fed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[tuple[float, str]] = []
+        self.starved = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append((time.monotonic(), record.getMessage()))
+        if "no more watchdog pings" in record.getMessage():
+            self.starved.set()
+
+
+def test_a_camera_wedged_past_its_bound_starves_the_watchdog(
+        short_dir: Path, picamera2: FakePicamera2Module, monkeypatch: pytest.MonkeyPatch) -> None:
+    """picamera2 before 0.3.20 ignores wait=SECONDS, so a stalled capture never returns; past its
+    bound the daemon stops feeding the watchdog (systemd restarts it and the scan goes on)."""
+    receiver = NotifyReceiver(short_dir / "notify")
+    monkeypatch.setenv("NOTIFY_SOCKET", str(receiver.path))
+    monkeypatch.setenv("WATCHDOG_USEC", "100000")  # fed every 0.05 s
+    picamera2.legacy, picamera2.stall_after, picamera2.stall_reopens = True, 2, None
+    said = Said()
+    logger = logging.getLogger("openscan_pi.daemon.main")
+    logger.addHandler(said)
+    try:
+        with service_in_thread(camera_config(short_dir)) as service:
+            job = call(service, "scan", {"positions": 4})
+            assert picamera2.blocked.wait(WAIT_S)
+            blocked = time.monotonic()
+            assert said.starved.wait(WAIT_S)
+            wedged_at, line = next((t, s) for t, s in said.lines if "no more watchdog pings" in s)
+            assert line.startswith("the camera's capture_request has not returned for ")
+            with pytest.raises(TimeoutError):  # watch what comes for a second (checked below)
+                receiver.until(lambda m: False, timeout=1.0)
+            picamera2.unstall()
+            unstalled = time.monotonic()
+            receiver.until(lambda m: m == "WATCHDOG=1", timeout=10)  # fed again once it returns
+            done = wait_job(service, job["id"], lambda j: j["state"] in ("failed", "done"))
+            assert done["state"] == "done" and done["captured"] == 4
+    finally:
+        logger.removeHandler(said)
+        receiver.close()
+    pings = [t for t, m in list(receiver.messages) if m == "WATCHDOG=1"]
+    assert any(blocked < t < wedged_at - 1 for t in pings)  # fed while the call was within its bound
+    assert [t for t in pings if wedged_at + 0.06 < t < unstalled] == []
+    assert picamera2.forever == []
+    starved = [s for _, s in said.lines if "no more watchdog pings" in s]
+    assert len(starved) == 1  # said once, not at every interval
