@@ -11,7 +11,10 @@ Three backends implement :class:`Camera`:
 A backend is started once (open, configure, settle and lock exposure), captures many times, and is
 closed once. Each capture writes one JPEG atomically (:func:`write_photo`) and returns a
 :class:`Shot` that carries the file's size and CRC-32, computed from the bytes in memory, so the
-packaging step never has to read the photo again.
+packaging step never has to read the photo again. A camera that gives no frame in time, even
+after being opened again, raises :class:`CameraStalled`; a backend that can wedge in a library
+call keeps a :class:`CallWatch` as ``watch``, which the daemon's watchdog reads
+(:func:`camera_wedged`).
 
 Example::
 

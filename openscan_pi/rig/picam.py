@@ -6,16 +6,26 @@ else, so they are imported in :meth:`Picamera2Camera.start`, never when this mod
 How the camera is driven, and why:
 
 - It stays open for the daemon's life with ONE still configuration, set once: a YUV420 main
-  stream at ``camera.resolution`` with a single buffer. Full-resolution RGB buffers get the
-  process OOM-killed on a Pi Zero 2 W; YUV420 is half the size of RGB888.
+  stream at ``camera.resolution`` with a single buffer, and no raw stream (picamera2 adds one by
+  default). Full-resolution RGB buffers get the process OOM-killed on a Pi Zero 2 W; YUV420 is
+  half the size of RGB888. ``camera.crop`` is centred in the field of view of the sensor mode
+  libcamera chose (``camera_controls["ScalerCrop"][1]`` after configuring), which for a small
+  resolution may be a cropped mode.
+- Every picamera2 call that waits for a frame passes ``wait=`` (``camera.timeout_s``): without
+  it a stalled camera blocks for ever. On a timeout picamera2's queue is flushed, the camera
+  closed (``close()`` alone: it stops the camera itself) and opened again with the exposure
+  locked before, and the position tried again, ``camera.retries`` times; then
+  :class:`~openscan_pi.rig.camera.CameraStalled`. Each call runs under :attr:`watch`: one that
+  does not return within its bound (picamera2 before 0.3.20 ignores ``wait=``) makes the daemon
+  stop feeding the systemd watchdog.
 - Exposure, analogue gain and colour gains are fixed for the whole scan so every photo matches:
   the configured values, or whatever the auto algorithms settle on during ``camera.settle_s``.
 - Focus per capture: an autofocus cycle (lens position None) or a manual ``LensPosition`` in
   dioptres, waited for until the frame metadata reports it. A sensor without ``AfMode`` (HQ
   camera, fixed-focus lenses) ignores focus requests and says so in :meth:`start`'s info.
-- The JPEG is encoded here from the YUV420 planes (simplejpeg, which picamera2 depends on, or
-  Pillow), because picamera2's own savers only take RGB streams in most released versions and
-  take EXIF only as piexif dictionaries. The EXIF block comes from
+- The JPEG is encoded here from the YUV420 planes (simplejpeg 1.8.0 or later, which picamera2
+  depends on, or else Pillow), because picamera2's own savers only take RGB streams in most
+  released versions and take EXIF only as piexif dictionaries. The EXIF block comes from
   :func:`~openscan_pi.rig.camera.exif_bytes`; the file is written by
   :func:`~openscan_pi.rig.camera.write_photo`.
 """
