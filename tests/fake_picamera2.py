@@ -212,8 +212,9 @@ class FakePicamera2Legacy:
         self._af_frames = 0
         self.lens = 1.0
         self.lens_target = 1.0
-        #: The lens position at each capture_request.
+        #: The lens position at each capture_request, and each one's metadata.
         self.lens_at_capture: list[float | None] = []
+        self.captured: list[dict[str, Any]] = []
 
     # -- properties ---------------------------------------------------------------------------
 
@@ -479,6 +480,7 @@ class FakePicamera2Legacy:
         if module.fail_capture:
             raise RuntimeError("Failed to map the main stream's buffer")
         self.lens_at_capture.append(metadata.get("LensPosition"))
+        self.captured.append(metadata)
         request = FakeRequest(self, self.yuv420_frame(), metadata)
         with module.cond:
             self.held.append(request)

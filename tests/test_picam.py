@@ -137,6 +137,16 @@ def test_configured_values_are_set_without_a_settle() -> None:
     assert info["exposure_us"] == 12000 and info["exposure_source"] == "configured"
 
 
+def test_configured_values_are_in_the_very_first_photo(tmp_path: Path) -> None:
+    """Controls take effect frames after they are set: values set once the camera runs would miss
+    the first photo of a fixed-focus camera (no focus frames before it)."""
+    camera, module, _ = open_camera(camera_cfg(exposure_us=12000, analogue_gain=1.5,
+                                               colour_gains=(2.0, 1.25)), FakePicamera2Module(fake.IMX477))
+    capture(camera, tmp_path, 0)
+    first = module.camera.captured[0]
+    assert (first["ExposureTime"], first["AnalogueGain"], first["ColourGains"]) == (12000, 1.5, (2.0, 1.25))
+
+
 def test_partly_configured_settles_the_rest_around_the_fixed_value() -> None:
     camera, module, _ = open_camera(camera_cfg(exposure_us=8000))
     camera.start()

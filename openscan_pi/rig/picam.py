@@ -299,13 +299,21 @@ class Picamera2Camera:
             else:
                 log.warning("camera.crop is %s but this camera has no ScalerCrop: ignored", cfg.crop)
                 crop = None
-        if self._locked is not None:  # opened again: the values locked before, from the first frame
+        fixed = self._configured_exposure()
+        settle = ("ExposureTime" not in fixed or "AnalogueGain" not in fixed
+                  or ("ColourGains" not in fixed and "ColourGains" in available))
+        if self._locked is None and not settle:
+            self._remember(fixed, measured=False)
+        if self._locked is not None:
+            # Known already (configured, or locked before the camera was opened again): set
+            # before start, so they hold from the first frame (controls set on a running camera
+            # take effect frames later, after the first photo of a fixed-focus camera).
             _set(cam, available, {"AeEnable": False, "AwbEnable": False, **self._locked})
             self._call("start", cam.start)
             locked = self._locked_info
         else:
             self._call("start", cam.start)
-            locked = self._lock_exposure(cam, available)
+            locked = self._lock_exposure(cam, available, fixed)
         if self._has_af:
             focus = "autofocus per position, or manual LensPosition (dioptres)"
         else:
@@ -318,8 +326,8 @@ class Picamera2Camera:
                 "scaler_crop": list(crop) if crop else None, "jpeg_quality": cfg.jpeg_quality,
                 "jpeg_encoder": self._encoder[1] if self._encoder else jpeg_encoder_name(), **locked}
 
-    def _lock_exposure(self, cam: Any, available: dict[str, Any]) -> dict[str, Any]:
-        """Settle once with the auto algorithms, then fix exposure, gain and colour gains."""
+    def _configured_exposure(self) -> dict[str, Any]:
+        """The exposure, gain and colour gains the configuration fixes."""
         cfg = self.cfg
         fixed: dict[str, Any] = {}
         if cfg.exposure_us is not None:
@@ -328,32 +336,37 @@ class Picamera2Camera:
             fixed["AnalogueGain"] = float(cfg.analogue_gain)
         if cfg.colour_gains is not None:
             fixed["ColourGains"] = (float(cfg.colour_gains[0]), float(cfg.colour_gains[1]))
+        return fixed
+
+    def _lock_exposure(self, cam: Any, available: dict[str, Any], fixed: dict[str, Any]) -> dict[str, Any]:
+        """Settle once with the auto algorithms (``fixed`` values stay fixed while the rest
+        settles around them), then fix exposure, gain and colour gains."""
         auto_ae = "ExposureTime" not in fixed or "AnalogueGain" not in fixed
         auto_awb = "ColourGains" not in fixed and "ColourGains" in available
-        measured: dict[str, Any] = {}
-        if auto_ae or auto_awb:
-            # A fixed value given alongside stays fixed while the rest settles around it.
-            _set(cam, available, {"AeEnable": auto_ae, "AwbEnable": auto_awb, **fixed})
-            self._sleep(cfg.settle_s)
-            metadata = self._call("capture_metadata", cam.capture_metadata, wait=True)
-            for key in ("ExposureTime", "AnalogueGain", "ColourGains"):
-                if key not in fixed and metadata.get(key) is not None:
-                    measured[key] = metadata[key]
-        locked = {**measured, **fixed}
+        _set(cam, available, {"AeEnable": auto_ae, "AwbEnable": auto_awb, **fixed})
+        self._sleep(self.cfg.settle_s)
+        metadata = self._call("capture_metadata", cam.capture_metadata, wait=True)
+        measured = {key: metadata[key] for key in ("ExposureTime", "AnalogueGain", "ColourGains")
+                    if key not in fixed and metadata.get(key) is not None}
+        self._remember({**measured, **fixed}, measured=bool(measured))
+        assert self._locked is not None
+        _set(cam, available, {"AeEnable": False, "AwbEnable": False, **self._locked})
+        return self._locked_info
+
+    def _remember(self, locked: dict[str, Any], *, measured: bool) -> None:
+        """Keep ``locked`` (normalised) for this scan's photos, and what start() says of it."""
         if "ExposureTime" in locked:
             locked["ExposureTime"] = int(locked["ExposureTime"])
         if "AnalogueGain" in locked:
             locked["AnalogueGain"] = float(locked["AnalogueGain"])
         if "ColourGains" in locked:
             locked["ColourGains"] = tuple(float(g) for g in locked["ColourGains"])
-        _set(cam, available, {"AeEnable": False, "AwbEnable": False, **locked})
         gains = locked.get("ColourGains")
         self._locked = locked
         self._locked_info = {
             "exposure_us": locked.get("ExposureTime"), "analogue_gain": locked.get("AnalogueGain"),
             "colour_gains": list(gains) if gains else None,
-            "exposure_source": "configured" if not measured else f"settled for {cfg.settle_s} s"}
-        return self._locked_info
+            "exposure_source": f"settled for {self.cfg.settle_s} s" if measured else "configured"}
 
     def _focus(self, cam: Any, lens_position: float | None) -> None:
         if not self._has_af:
