@@ -291,6 +291,8 @@ class CameraConfig:
     settle_s: float = _field(between(0, 30))
     crop: float = _field(between(0.05, 1))  # fraction of the sensor kept, centred
     orientation: int = _field(between(1, 8))  # EXIF orientation
+    timeout_s: float = _field(between(0.1, 600))  # a camera call's wait for its frame
+    retries: int = _field(between(0, 10))  # tries more of a stalled position, camera reopened
     focus: FocusConfig = _field()
 
 

@@ -109,3 +109,18 @@ def test_make_camera_chooses_the_backend() -> None:
 def test_make_camera_external_without_trigger() -> None:
     with pytest.raises(CameraError, match="rig.trigger.pin"):
         make_camera(dataclasses.replace(DEFAULTS.camera, backend="external"), rig_model="classic")
+
+
+def test_exif_user_comment_survives_pillow_before_11_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before Pillow 11.1 (Raspberry Pi OS bookworm has 9.4), ``Exif.get_ifd`` hands out a fresh
+    dict that the Exif does not keep: what is put into it is silently dropped. The suite runs on
+    that Pillow itself in the Pi-versions lane; here the same semantics stand in for it."""
+    original = Image.Exif.get_ifd
+    monkeypatch.setattr(Image.Exif, "get_ifd", lambda self, tag: dict(original(self, tag)))
+    data = exif_bytes(orientation=1, rotor=5, turntable=90, index=3, lens_position=2.5, make="m", model="x")
+    monkeypatch.undo()  # read back with the Pillow installed
+    exif = Image.Exif()
+    exif.load(data)
+    comment = exif.get_ifd(0x8769).get(0x9286)
+    assert comment is not None, "the UserComment was dropped"
+    assert json.loads(comment[8:]) == {"rotor": 5.0, "turntable": 90.0, "index": 3, "lens_position": 2.5}

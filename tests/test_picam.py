@@ -7,6 +7,8 @@ import io
 import json
 import subprocess
 import sys
+import threading
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from PIL import Image
 
 from openscan_pi.config import load_config
 from openscan_pi.rig import picam
-from openscan_pi.rig.camera import Shot, lens_positions
+from openscan_pi.rig.camera import CameraStalled, Shot, lens_positions
 from openscan_pi.rig.errors import CameraError
 from openscan_pi.rig.picam import Picamera2Camera, insert_exif, scaler_crop, yuv420_planes
 from openscan_pi.schema import CameraConfig
@@ -92,12 +94,13 @@ def test_one_yuv420_single_buffer_configuration_for_many_captures(tmp_path: Path
     assert config["main"]["format"] == "YUV420"
     assert config["main"]["size"] == (202, 150)
     assert config["buffer_count"] == 1
+    assert config["raw"] is None  # no raw stream: its buffer is memory a 512 MB Pi does not have
     assert cam.options["quality"] == BASE.jpeg_quality
     assert info["resolution"] == [202, 150] and info["format"] == "YUV420"
     assert info["model"] == "imx708" and info["has_autofocus"] is True
     assert names(cam.calls).count("request.release") == 5
     camera.close()
-    assert names(cam.calls)[-2:] == ["stop", "close"]
+    assert names(cam.calls)[-1] == "close" and "stop" not in names(cam.calls)  # close() stops by itself
     camera.close()  # again: nothing more happens
     assert names(cam.calls).count("close") == 1
 
@@ -116,6 +119,8 @@ def test_settles_then_locks_exposure_gain_and_colour_gains() -> None:
                           "AnalogueGain": fake.AUTO_GAIN, "ColourGains": fake.AUTO_COLOUR_GAINS}),
     ]
     assert sleep.slept == [0.75]
+    for _ in range(fake.CONTROL_DELAY):  # the lock rides on the next requests, frames later
+        cam.capture_metadata(wait=5)
     assert not cam.ae and not cam.awb
     assert info["exposure_us"] == fake.AUTO_EXPOSURE and info["analogue_gain"] == fake.AUTO_GAIN
     assert info["colour_gains"] == list(fake.AUTO_COLOUR_GAINS)
@@ -130,6 +135,16 @@ def test_configured_values_are_set_without_a_settle() -> None:
          "ColourGains": (2.0, 1.25)}]
     assert sleep.slept == [] and "capture_metadata" not in names(module.camera.calls)
     assert info["exposure_us"] == 12000 and info["exposure_source"] == "configured"
+
+
+def test_configured_values_are_in_the_very_first_photo(tmp_path: Path) -> None:
+    """Controls take effect frames after they are set: values set once the camera runs would miss
+    the first photo of a fixed-focus camera (no focus frames before it)."""
+    camera, module, _ = open_camera(camera_cfg(exposure_us=12000, analogue_gain=1.5,
+                                               colour_gains=(2.0, 1.25)), FakePicamera2Module(fake.IMX477))
+    capture(camera, tmp_path, 0)
+    first = module.camera.captured[0]
+    assert (first["ExposureTime"], first["AnalogueGain"], first["ColourGains"]) == (12000, 1.5, (2.0, 1.25))
 
 
 def test_partly_configured_settles_the_rest_around_the_fixed_value() -> None:
@@ -201,23 +216,35 @@ def test_camera_without_autofocus_makes_no_focus_calls(tmp_path: Path) -> None:
     assert [s.lens_position for s in shots] == [None, None]
 
 
-def test_scaler_crop_is_centred() -> None:
+def test_scaler_crop_is_centred_in_the_field_of_the_configured_mode() -> None:
+    """The full field of view is ``camera_controls["ScalerCrop"][1]`` after configure: a small
+    resolution gets a cropped sensor mode, so the pixel array at (0, 0) is the wrong field."""
     camera, module, _ = open_camera(camera_cfg(crop=0.5))
     info = camera.start()
+    field = module.camera.camera_controls["ScalerCrop"][1]
+    assert field == (768, 432, 3072, 1728)  # imx708 at 200 x 150: the cropped 1536 x 864 mode
     crops = [c["ScalerCrop"] for c in set_controls(module.camera.calls) if "ScalerCrop" in c]
-    assert crops == [(1152, 648, 2304, 1296)]  # imx708: 4608 x 2592
+    assert crops == [(1536, 864, 1536, 864)]
     x, y, w, h = crops[0]
-    assert x + w / 2 == 4608 / 2 and y + h / 2 == 2592 / 2
-    assert info["scaler_crop"] == [1152, 648, 2304, 1296]
+    assert x + w / 2 == field[0] + field[2] / 2 and y + h / 2 == field[1] + field[3] / 2
+    assert w == field[2] / 2 and h == field[3] / 2
+    assert info["scaler_crop"] == [1536, 864, 1536, 864]
     # the crop is set before the camera starts, so the settle meters the cropped view
     calls = module.camera.calls
     assert calls.index(("set_controls", {"ScalerCrop": crops[0]})) < calls.index(("start",))
+
+
+def test_scaler_crop_of_a_full_resolution_mode() -> None:
+    camera, module, _ = open_camera(camera_cfg(crop=0.3, resolution=(4056, 3040)),
+                                    FakePicamera2Module(fake.IMX477))
+    assert camera.start()["scaler_crop"] == [1420, 1064, 1216, 912]
 
 
 def test_scaler_crop_helper() -> None:
     assert scaler_crop((4056, 3040), 1.0) is None
     assert scaler_crop(None, 0.5) is None
     assert scaler_crop((4056, 3040), 0.3) == (1420, 1064, 1216, 912)
+    assert scaler_crop((696, 528, 2664, 1980), 0.5) == (1362, 1023, 1332, 990)
 
 
 def test_no_crop_requested_sets_none(tmp_path: Path) -> None:
@@ -312,7 +339,7 @@ def test_missing_camera_is_one_line_camera_error() -> None:
 
 def test_capture_failure_is_camera_error(tmp_path: Path) -> None:
     camera, _, _ = open_camera(camera_cfg(), FakePicamera2Module(fail_capture=True))
-    with pytest.raises(CameraError, match="capture failed: Camera frontend has timed out"):
+    with pytest.raises(CameraError, match="capture failed: Failed to map the main stream"):
         capture(camera, tmp_path, 0)
     assert list(tmp_path.iterdir()) == []
 
@@ -351,3 +378,119 @@ def test_importing_the_module_does_not_import_picamera2() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert picam.Picamera2Camera.name == "picamera2"
+
+
+def test_simplejpeg_without_yuv_planes_falls_back_to_pillow_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """simplejpeg before 1.8.0 imports fine and has no encode_jpeg_yuv_planes."""
+    old = type("simplejpeg", (), {"__version__": "1.7.6", "encode_jpeg": staticmethod(lambda *a, **k: b"")})
+    monkeypatch.setitem(sys.modules, "simplejpeg", old)
+    caplog.set_level("DEBUG", logger="openscan_pi.rig.picam")
+    camera, _, _ = open_camera(camera_cfg(resolution=(202, 150)))
+    info = camera.start()
+    assert info["jpeg_encoder"].startswith("Pillow") and "1.7.6" in info["jpeg_encoder"]
+    shots = [capture(camera, tmp_path, i) for i in range(3)]
+    for shot in shots:
+        assert shot.path is not None
+        image = Image.open(shot.path)
+        assert image.format == "JPEG" and image.size == (202, 150)
+        assert json.loads(image.getexif()[0x010E])["index"] == shot.index
+    said = [r for r in caplog.records if r.getMessage().startswith("JPEGs are encoded with")]
+    assert [r.levelname for r in said] == ["DEBUG"]  # once, not per photo
+    assert "Pillow" in said[0].getMessage() and "1.8.0" in said[0].getMessage()
+
+
+def test_close_releases_the_camera_even_when_its_stop_fails_once() -> None:
+    """picamera2's close() stops the camera itself; a stop() of our own that raised would skip
+    the close and leave the camera acquired, so the next open fails as busy."""
+    camera, module, _ = open_camera(camera_cfg(), FakePicamera2Module(stop_errors=1))
+    camera.start()
+    camera.close()
+    assert "stop" not in names(module.camera.calls) and module.camera.closed
+    again, _, _ = open_camera(camera_cfg(), module)
+    assert again.start()["model"] == "imx708"  # not "Device or resource busy"
+    again.close()
+
+
+# -- a camera that stalls --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def forever(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A call that would block for ever fails the test after 3 s instead of 20 s."""
+    monkeypatch.setattr(fake, "FOREVER_S", 3.0)
+
+
+@pytest.mark.parametrize(("spec", "lens", "waiting"), [
+    (fake.IMX708, None, "autofocus_cycle"),
+    (fake.IMX708, 6.0, "capture_metadata"),
+    (fake.IMX477, None, "capture_request"),
+])
+def test_a_stall_is_flushed_closed_reopened_and_the_position_taken_again(
+        tmp_path: Path, forever: None, spec: dict[str, Any], lens: float | None, waiting: str) -> None:
+    module = FakePicamera2Module(spec, stall_after=2)  # a reopened camera works again
+    camera, _, sleep = open_camera(camera_cfg(timeout_s=0.3, retries=2), module)
+    info = camera.start()
+    shots = [capture(camera, tmp_path, i, lens=lens if i < 2 else lens and lens + i) for i in range(4)]
+    assert module.forever == []
+    assert [s.index for s in shots] == [0, 1, 2, 3] and len(list(tmp_path.iterdir())) == 4
+    first, second = module.instances
+    calls = [n for n in names(first.calls) if n != "set_controls"]
+    assert calls[-3:] == [waiting, "cancel_all_and_flush", "close"] and "stop" not in calls
+    assert first.closed and not second.closed
+    # the same exposure, gain and colour gains on the reopened camera, without a new settle
+    assert sleep.slept == [0.5]
+    lock = {"AeEnable": False, "AwbEnable": False, "ExposureTime": info["exposure_us"],
+            "AnalogueGain": info["analogue_gain"], "ColourGains": tuple(info["colour_gains"])}
+    assert second.calls.index(("set_controls", lock)) < second.calls.index(("start",))  # from its first frame
+    camera.close()
+
+
+def test_a_camera_that_stays_stalled_fails_after_its_retries(tmp_path: Path, forever: None) -> None:
+    module = FakePicamera2Module(fake.IMX477, stall_after=1, stall_reopens=None)
+    camera, _, _ = open_camera(camera_cfg(timeout_s=0.2, retries=2), module)
+    capture(camera, tmp_path, 0)
+    with pytest.raises(CameraStalled) as err:
+        capture(camera, tmp_path, 1)
+    assert str(err.value) == ("no frame within 0.2 s, 3 tries (the camera closed and opened again "
+                              "between them)")
+    assert len(module.instances) == 3 and module.forever == []
+    assert [p.name for p in tmp_path.iterdir()] == ["IMG_0000.jpg"]
+    module.unstall()  # the cable pushed back in: the next capture opens the camera again
+    capture(camera, tmp_path, 1)
+    assert len(module.instances) == 4
+    camera.close()
+
+
+def test_a_camera_that_stalls_while_it_settles_does_not_start(forever: None) -> None:
+    module = FakePicamera2Module(stall_after=0)
+    camera, _, _ = open_camera(camera_cfg(timeout_s=0.2), module)
+    with pytest.raises(CameraError, match=r"the camera did not start: no frame within 0\.2 s"):
+        camera.start()
+    assert module.camera.closed and module.forever == []
+
+
+def test_the_watch_tells_a_camera_call_that_has_not_returned(tmp_path: Path, forever: None) -> None:
+    """picamera2 before 0.3.20 ignores wait=SECONDS: a stalled call returns only when the stall
+    ends. Meanwhile the watch says the camera is wedged (the daemon's watchdog reads it)."""
+    module = FakePicamera2Module(stall_after=1, stall_reopens=None, legacy=True)
+    camera, _, _ = open_camera(camera_cfg(timeout_s=0.2), module)
+    capture(camera, tmp_path, 0)
+    assert camera.watch.overdue() is None
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: (capture(camera, tmp_path, 1), done.set()))
+    worker.start()
+    assert module.blocked.wait(10)
+    assert camera.watch.overdue() is None  # within its bound
+    later = camera.watch.overdue(now=time.monotonic() + 60)
+    assert later is not None and later.startswith("the camera's autofocus_cycle has not returned for")
+    module.unstall()
+    worker.join(10)
+    assert done.is_set() and camera.watch.overdue(now=time.monotonic() + 60) is None
+    camera.close()
+
+
+def test_an_old_picamera2_is_told(caplog: pytest.LogCaptureFixture) -> None:
+    camera, _, _ = open_camera(camera_cfg(), FakePicamera2Module(legacy=True))
+    camera.start()
+    assert "picamera2 before 0.3.20" in caplog.text and "apt" in caplog.text

@@ -130,13 +130,17 @@ class Service:
         return 0
 
     async def _feed_watchdog(self, interval: float) -> None:
-        """WATCHDOG=1 every ``interval`` from this loop; a dead worker thread starves it too."""
+        """WATCHDOG=1 every ``interval`` from this loop; a dead worker thread, or a rig wedged
+        past its bound (a camera call that does not return), starves it too (said once)."""
         assert self.daemon is not None
+        starving = False
         while True:
-            if self.daemon.healthy():
+            why = self.daemon.unhealthy()
+            if why is None:
                 self.notifier.watchdog()
-            else:
-                log.error("a worker thread has died: no more watchdog pings, systemd restarts us")
+            elif not starving:
+                log.error("%s: no more watchdog pings, systemd restarts us", why)
+            starving = why is not None
             await asyncio.sleep(interval)
 
     def _reload(self) -> None:

@@ -443,9 +443,25 @@ class Daemon:
         return rig
 
     def healthy(self) -> bool:
-        """False when a worker thread has died (then the watchdog should stop being fed)."""
+        """False when a worker thread has died or the rig is wedged past its bound (then the
+        watchdog should stop being fed: systemd restarts the daemon, and the jobs go on)."""
+        return self.unhealthy() is None
+
+    def unhealthy(self) -> str | None:
+        """Why the watchdog should stop being fed, or None."""
+        if self.stopping.is_set():
+            return None
         threads = [self._rig_thread, *self._transfer_threads]
-        return self.stopping.is_set() or all(t is not None and t.is_alive() for t in threads)
+        if not all(t is not None and t.is_alive() for t in threads):
+            return "a worker thread has died"
+        return self.wedged()
+
+    def wedged(self) -> str | None:
+        """What the rig is stuck in past its bound (a camera call that has not returned), or None."""
+        from openscan_pi.rig.camera import camera_wedged
+
+        rig = self.rig
+        return camera_wedged(rig.camera) if rig is not None else None
 
     def reload(self, cfg: Config) -> concurrent.futures.Future:
         """Take ``cfg`` when idle: reopen the rig with it on the rig's thread. Raises

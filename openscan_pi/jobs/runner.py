@@ -273,7 +273,7 @@ class JobRunner:
 
     def scan(self) -> None:
         """Capture every position not yet in the manifest; then hand over to the transfer."""
-        from openscan_pi.rig.camera import lens_positions
+        from openscan_pi.rig.camera import CameraStalled, lens_positions
         from openscan_pi.rig.rig import Rig
 
         job = self.job
@@ -315,7 +315,10 @@ class JobRunner:
                         continue
                     began = time.perf_counter()
                     name = f"pos{index:04d}_{shot_no}.jpg"
-                    shot = rig.capture(job.images / name, index=index, lens_position=lens)
+                    try:
+                        shot = rig.capture(job.images / name, index=index, lens_position=lens)
+                    except CameraStalled as exc:
+                        raise UserError(self._stalled(exc, index, total)) from None
                     timings["capture_s"] += time.perf_counter() - began
                     job.add_capture(Capture(position=index, shot=shot_no, file=name,
                                             size=shot.size, crc32=shot.crc32, rotor=shot.rotor,
@@ -325,6 +328,14 @@ class JobRunner:
             rig.light.off()
         self._check_scanned(total, len(lenses))
         job.transition(JobState.UPLOADING, step="packaging")
+
+    def _stalled(self, exc: Exception, index: int, total: int) -> str:
+        """The failure of a scan whose camera stalled at position ``index`` (after its retries)."""
+        job = self.job
+        return (f"camera stalled at position {index + 1}/{total} ({exc}): the "
+                f"{int(job.data.get('captured') or 0)} photos taken are kept; check the camera's "
+                f"ribbon cable and the power supply, then `openscan-pi retry {job.id}` continues at "
+                f"position {index + 1}")
 
     def _check_stop(self) -> None:
         if self.stop.is_set():

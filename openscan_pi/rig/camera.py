@@ -11,7 +11,10 @@ Three backends implement :class:`Camera`:
 A backend is started once (open, configure, settle and lock exposure), captures many times, and is
 closed once. Each capture writes one JPEG atomically (:func:`write_photo`) and returns a
 :class:`Shot` that carries the file's size and CRC-32, computed from the bytes in memory, so the
-packaging step never has to read the photo again.
+packaging step never has to read the photo again. A camera that gives no frame in time, even
+after being opened again, raises :class:`CameraStalled`; a backend that can wedge in a library
+call keeps a :class:`CallWatch` as ``watch``, which the daemon's watchdog reads
+(:func:`camera_wedged`).
 
 Example::
 
@@ -25,8 +28,12 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
+import time
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -48,6 +55,59 @@ TAG_USER_COMMENT = 0x9286
 
 #: The 8-byte character code that starts an EXIF UserComment holding ASCII text.
 USER_COMMENT_ASCII = b"ASCII\x00\x00\x00"
+
+
+class CameraStalled(CameraError):
+    """The camera gave no frame within ``camera.timeout_s``, on every try (``camera.retries``
+    more, the camera closed and opened again before each): the scan stops at that position."""
+
+
+class CallWatch:
+    """The call into a camera library in progress and how long it may take, read from any thread
+    (the daemon's watchdog) while the rig's thread is in the call. A call past its bound means
+    the camera is wedged: a camera library that does not honour its timeout, a close that never
+    returns.
+
+    Example::
+
+        with watch.bound("capture_request", 25.0):
+            request = cam.capture_request(wait=10.0)
+        watch.overdue()  # from another thread: None, or what has not returned for how long
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._current: tuple[str, float, float] | None = None  # (what, began, bound)
+
+    @contextlib.contextmanager
+    def bound(self, what: str, seconds: float) -> Iterator[None]:
+        """The ``with`` body is a call named ``what`` that must return within ``seconds``."""
+        with self._lock:
+            previous, self._current = self._current, (what, time.monotonic(), seconds)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._current = previous
+
+    def overdue(self, now: float | None = None) -> str | None:
+        """What call has been running past its bound, and for how long; None when none has."""
+        with self._lock:
+            current = self._current
+        if current is None:
+            return None
+        what, began, seconds = current
+        running = (time.monotonic() if now is None else now) - began
+        if running <= seconds:
+            return None
+        return f"the camera's {what} has not returned for {running:.0f} s (bound {seconds:.0f} s)"
+
+
+def camera_wedged(camera: object) -> str | None:
+    """Why ``camera`` (any backend) is wedged in a call past its bound, or None (a backend
+    without a :class:`CallWatch` never is)."""
+    watch = getattr(camera, "watch", None)
+    return watch.overdue() if isinstance(watch, CallWatch) else None
 
 
 @dataclass(frozen=True)
@@ -144,7 +204,9 @@ def exif_bytes(*, orientation: int, rotor: float, turntable: float, index: int,
     exif[TAG_MAKE] = make
     exif[TAG_MODEL] = model
     exif[TAG_IMAGE_DESCRIPTION] = text
-    exif.get_ifd(TAG_EXIF_IFD)[TAG_USER_COMMENT] = USER_COMMENT_ASCII + text.encode("ascii")
+    # The Exif IFD is assigned, not filled through get_ifd(): before Pillow 11.1 (Raspberry Pi OS
+    # bookworm has 9.4) get_ifd() returns a fresh dict the Exif does not keep.
+    exif[TAG_EXIF_IFD] = {TAG_USER_COMMENT: USER_COMMENT_ASCII + text.encode("ascii")}
     return exif.tobytes()
 
 

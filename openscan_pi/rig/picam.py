@@ -6,16 +6,26 @@ else, so they are imported in :meth:`Picamera2Camera.start`, never when this mod
 How the camera is driven, and why:
 
 - It stays open for the daemon's life with ONE still configuration, set once: a YUV420 main
-  stream at ``camera.resolution`` with a single buffer. Full-resolution RGB buffers get the
-  process OOM-killed on a Pi Zero 2 W; YUV420 is half the size of RGB888.
+  stream at ``camera.resolution`` with a single buffer, and no raw stream (picamera2 adds one by
+  default). Full-resolution RGB buffers get the process OOM-killed on a Pi Zero 2 W; YUV420 is
+  half the size of RGB888. ``camera.crop`` is centred in the field of view of the sensor mode
+  libcamera chose (``camera_controls["ScalerCrop"][1]`` after configuring), which for a small
+  resolution may be a cropped mode.
+- Every picamera2 call that waits for a frame passes ``wait=`` (``camera.timeout_s``): without
+  it a stalled camera blocks for ever. On a timeout picamera2's queue is flushed, the camera
+  closed (``close()`` alone: it stops the camera itself) and opened again with the exposure
+  locked before, and the position tried again, ``camera.retries`` times; then
+  :class:`~openscan_pi.rig.camera.CameraStalled`. Each call runs under :attr:`watch`: one that
+  does not return within its bound (picamera2 before 0.3.20 ignores ``wait=``) makes the daemon
+  stop feeding the systemd watchdog.
 - Exposure, analogue gain and colour gains are fixed for the whole scan so every photo matches:
   the configured values, or whatever the auto algorithms settle on during ``camera.settle_s``.
 - Focus per capture: an autofocus cycle (lens position None) or a manual ``LensPosition`` in
   dioptres, waited for until the frame metadata reports it. A sensor without ``AfMode`` (HQ
   camera, fixed-focus lenses) ignores focus requests and says so in :meth:`start`'s info.
-- The JPEG is encoded here from the YUV420 planes (simplejpeg, which picamera2 depends on, or
-  Pillow), because picamera2's own savers only take RGB streams in most released versions and
-  take EXIF only as piexif dictionaries. The EXIF block comes from
+- The JPEG is encoded here from the YUV420 planes (simplejpeg 1.8.0 or later, which picamera2
+  depends on, or else Pillow), because picamera2's own savers only take RGB streams in most
+  released versions and take EXIF only as piexif dictionaries. The EXIF block comes from
   :func:`~openscan_pi.rig.camera.exif_bytes`; the file is written by
   :func:`~openscan_pi.rig.camera.write_photo`.
 """
@@ -30,7 +40,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from openscan_pi.rig.camera import Shot, exif_bytes, write_photo
+from openscan_pi.rig.camera import CallWatch, CameraStalled, Shot, exif_bytes, write_photo
 from openscan_pi.rig.errors import CameraError
 from openscan_pi.schema import CameraConfig
 
@@ -43,6 +53,15 @@ LENS_TOLERANCE = 0.05
 LENS_MAX_FRAMES = 60
 #: Frames to let pass after a lens move when the metadata does not report the lens position.
 LENS_BLIND_FRAMES = 3
+#: A call waits at least this many frames' exposure for its frame (long exposures).
+EXPOSURE_FRAMES = 4
+#: A picamera2 call past twice its wait plus this (opening, configuring, closing: no wait of
+#: their own) means the camera is wedged: the daemon's watchdog stops being fed.
+WEDGED_MARGIN_S = 5.0
+NO_FRAME = "check the camera's ribbon cable and the power supply"
+OLD_PICAMERA2 = ("picamera2 before 0.3.20 cannot time out a stalled camera (then only the systemd "
+                 "watchdog ends the wait, by restarting the daemon): `sudo apt install "
+                 "--only-upgrade python3-picamera2`")
 NO_CAMERA = ("no camera found: check the ribbon cable and `rpicam-hello --list-cameras` "
              "(on a Pi 4 or older, also `camera_auto_detect=1` in /boot/firmware/config.txt)")
 
@@ -76,38 +95,33 @@ class Picamera2Camera:
         self._has_af = False
         self._model = "unknown"
         self._lens: float | None = None  # the manual lens position last set, None after AF
+        self._encoder: tuple[Callable[..., bytes] | None, str] | None = None  # decided once
+        #: Exposure, gain and colour gains locked at the first start (kept when a stalled camera
+        #: is opened again, so every photo of a scan matches), and what start() said of them.
+        self._locked: dict[str, Any] | None = None
+        self._locked_info: dict[str, Any] = {}
+        self._told_old = False
+        #: The picamera2 call in progress and its bound (read by the daemon's watchdog).
+        self.watch = CallWatch()
 
     # -- life -------------------------------------------------------------------------------
 
     def start(self) -> dict[str, Any]:
         """Open the camera, configure it once, settle and lock exposure; return its info.
 
-        Calling it again returns the same info without touching the camera.
+        Calling it again returns the same info without touching the camera. A camera closed
+        after a stall is opened again with the exposure locked before (no new settle).
         """
-        if self._cam is not None:
-            return self._info
-        module, controls = self._import()
-        try:
-            cam = module.Picamera2()
-        except (RuntimeError, IndexError) as exc:
-            raise CameraError(f"{NO_CAMERA}; picamera2 said: {exc}") from exc
-        try:
-            self._info = self._setup(cam, controls)
-        except RuntimeError as exc:
-            _close_quietly(cam)
-            raise CameraError(f"the camera did not start: {exc}") from exc
-        except BaseException:
-            _close_quietly(cam)
-            raise
-        self._cam = cam
-        log.info("camera: %s", self._info)
+        if self._cam is None:
+            self._cam = self._open()
         return self._info
 
     def close(self) -> None:
         """Stop and release the camera; calling it again does nothing."""
         cam, self._cam = self._cam, None
+        self._locked, self._lens = None, None  # a camera started again settles again
         if cam is not None:
-            _close_quietly(cam)
+            self._discard(cam)
 
     def __enter__(self) -> Picamera2Camera:
         self.start()
@@ -121,19 +135,9 @@ class Picamera2Camera:
     def capture(self, path: Path, *, rotor: float, turntable: float, index: int,
                 lens_position: float | None = None) -> Shot:
         """Focus (autofocus cycle, or ``lens_position`` dioptres), take one frame, write it as a
-        JPEG with EXIF to ``path``."""
-        self.start()
-        cam = self._cam
-        try:
-            self._focus(cam, lens_position)
-            request = cam.capture_request()
-            try:
-                frame = request.make_array("main")
-                metadata = request.get_metadata()
-            finally:
-                request.release()
-        except RuntimeError as exc:
-            raise CameraError(f"capture failed: {exc}") from exc
+        JPEG with EXIF to ``path``. A camera that gives no frame in time is closed and opened
+        again, ``camera.retries`` times, before :class:`CameraStalled` is raised."""
+        frame, metadata = self._frame(lens_position)
         captured_at = time.time()
         if not self._has_af:
             lens = None
@@ -146,11 +150,48 @@ class Picamera2Camera:
                           index=index, lens_position=lens, make=MAKE, model=self._model)
         width, height = self._size
         y, u, v = yuv420_planes(frame, width, height)
-        data = encode_jpeg_yuv420(y, u, v, quality=self.cfg.jpeg_quality, exif=exif)
+        data = encode_jpeg_yuv420(y, u, v, quality=self.cfg.jpeg_quality, exif=exif,
+                                  planes_encoder=self._encoder[0] if self._encoder else None)
         del frame, y, u, v
         size, crc = write_photo(path, data)
         return Shot(path=path, size=size, crc32=crc, lens_position=lens, captured_at=captured_at,
                     rotor=rotor, turntable=turntable, index=index)
+
+    def _frame(self, lens_position: float | None) -> tuple[Any, dict[str, Any]]:
+        """The frame (and its metadata) of one capture, tried again on a reopened camera when a
+        call times out: picamera2's queue is flushed and the camera closed first."""
+        tries = self.cfg.retries + 1
+        for attempt in range(1, tries + 1):
+            try:
+                self.start()
+            except CameraError as exc:
+                if attempt == 1:
+                    raise
+                raise CameraStalled(f"no frame within {self._wait_s():g} s, then the camera did not "
+                                    f"open again: {exc}") from None
+            try:
+                return self._take(self._cam, lens_position)
+            except TimeoutError:
+                cam, self._cam, self._lens = self._cam, None, None
+                self._discard(cam, flush=True)
+                log.warning("camera: no frame within %g s (try %d of %d)%s", self._wait_s(), attempt,
+                            tries, ": closed, opening it again" if attempt < tries else "")
+        again = (f", {tries} tries (the camera closed and opened again between them)"
+                 if tries > 1 else "")
+        raise CameraStalled(f"no frame within {self._wait_s():g} s{again}")
+
+    def _take(self, cam: Any, lens_position: float | None) -> tuple[Any, dict[str, Any]]:
+        try:
+            self._focus(cam, lens_position)
+            request = self._call("capture_request", cam.capture_request, wait=True)
+            try:
+                frame = request.make_array("main")
+                metadata = request.get_metadata()
+            finally:
+                request.release()
+        except RuntimeError as exc:
+            raise CameraError(f"capture failed: {exc}") from exc
+        return frame, metadata
 
     # -- internals --------------------------------------------------------------------------
 
@@ -168,28 +209,111 @@ class Picamera2Camera:
         self._controls = controls
         return module, controls
 
+    def _open(self) -> Any:
+        """Open and configure the camera (see :meth:`start`); nothing is left open on failure."""
+        module, controls = self._import()
+        if self._encoder is None:
+            self._encoder = yuv_planes_encoder()
+            if self._encoder[0] is None and self._encoder[1] != "Pillow":
+                log.debug("JPEGs are encoded with %s", self._encoder[1])
+        try:
+            cam = self._call("Picamera2()", module.Picamera2)
+        except (RuntimeError, IndexError) as exc:
+            raise CameraError(f"{NO_CAMERA}; picamera2 said: {exc}") from exc
+        if not hasattr(cam, "cancel_all_and_flush") and not self._told_old:
+            self._told_old = True
+            log.warning("%s", OLD_PICAMERA2)
+        again = self._locked is not None
+        try:
+            self._info = self._setup(cam, controls)
+        except TimeoutError:
+            self._discard(cam, flush=True)
+            raise CameraError(f"the camera did not start: no frame within {self._wait_s():g} s "
+                              f"({NO_FRAME})") from None
+        except RuntimeError as exc:
+            self._discard(cam)
+            raise CameraError(f"the camera did not start: {exc}") from exc
+        except BaseException:
+            self._discard(cam)
+            raise
+        if again:
+            log.info("camera opened again, with the exposure locked before")
+        else:
+            log.info("camera: %s", self._info)
+        return cam
+
+    def _wait_s(self) -> float:
+        """How long a call waits for its frame: ``camera.timeout_s``, or a few frames' exposure
+        when that is longer."""
+        exposure_us = (self._locked or {}).get("ExposureTime") or self.cfg.exposure_us or 0
+        return max(float(self.cfg.timeout_s), EXPOSURE_FRAMES * exposure_us / 1e6)
+
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any, wait: bool = False) -> Any:
+        """``fn(*args)`` under the watch; with ``wait``, bounded by picamera2's own ``wait=``
+        (a timeout raises TimeoutError). Past its bound, the watch says the camera is wedged."""
+        seconds = self._wait_s()
+        with self.watch.bound(what, 2 * seconds + WEDGED_MARGIN_S):
+            return fn(*args, wait=seconds) if wait else fn(*args)
+
+    def _discard(self, cam: Any, *, flush: bool = False) -> None:
+        """Release ``cam``: after a timeout, picamera2's job queue is flushed first (the call
+        that timed out is still queued there). Then ``close()`` alone: picamera2's close stops
+        the camera itself, directly; a ``stop()`` of our own goes through the job queue, and one
+        that raised would skip the close and leave the camera acquired. A close that failed is
+        tried once more (picamera2 allows it), so a passing failure does not keep the camera
+        from the next open. Best effort: the process may be on its way out."""
+        cancel = getattr(cam, "cancel_all_and_flush", None)  # picamera2 0.3.20 and later
+        if flush and cancel is not None:
+            try:
+                self._call("cancel_all_and_flush", cancel)
+            except Exception as exc:
+                log.warning("flushing the camera's queue failed: %s", exc)
+        for attempt in (1, 2):
+            try:
+                self._call("close", cam.close)
+                return
+            except Exception as exc:
+                log.warning("closing the camera failed%s: %s", "" if attempt == 1 else " again", exc)
+
     def _setup(self, cam: Any, controls: Any) -> dict[str, Any]:
         cfg = self.cfg
         props = dict(cam.camera_properties)
-        available = dict(cam.camera_controls)
         self._model = str(props.get("Model", "unknown"))
+        # raw=None: picamera2 adds a raw stream by default, a second full-size buffer that we
+        # never read and a 512 MB Pi cannot spare.
         config = cam.create_still_configuration(
             main={"size": (int(cfg.resolution[0]), int(cfg.resolution[1])), "format": "YUV420"},
-            buffer_count=1)
-        cam.configure(config)
+            raw=None, buffer_count=1)
+        self._call("configure", cam.configure, config)
+        available = dict(cam.camera_controls)  # as the configured sensor mode has them
         main = cam.camera_configuration()["main"]
         self._size = (int(main["size"][0]), int(main["size"][1]))
         cam.options["quality"] = cfg.jpeg_quality  # for picamera2's own savers, should any run
         self._has_af = "AfMode" in available and "LensPosition" in available
-        crop = scaler_crop(props.get("PixelArraySize"), cfg.crop)
+        # The mode's own field of view: a cropped mode sees less than the whole pixel array.
+        field = available["ScalerCrop"][1] if "ScalerCrop" in available else props.get("PixelArraySize")
+        crop = scaler_crop(field, cfg.crop)
         if crop is not None:
             if "ScalerCrop" in available:
                 cam.set_controls({"ScalerCrop": crop})
             else:
                 log.warning("camera.crop is %s but this camera has no ScalerCrop: ignored", cfg.crop)
                 crop = None
-        cam.start()
-        locked = self._lock_exposure(cam, available)
+        fixed = self._configured_exposure()
+        settle = ("ExposureTime" not in fixed or "AnalogueGain" not in fixed
+                  or ("ColourGains" not in fixed and "ColourGains" in available))
+        if self._locked is None and not settle:
+            self._remember(fixed, measured=False)
+        if self._locked is not None:
+            # Known already (configured, or locked before the camera was opened again): set
+            # before start, so they hold from the first frame (controls set on a running camera
+            # take effect frames later, after the first photo of a fixed-focus camera).
+            _set(cam, available, {"AeEnable": False, "AwbEnable": False, **self._locked})
+            self._call("start", cam.start)
+            locked = self._locked_info
+        else:
+            self._call("start", cam.start)
+            locked = self._lock_exposure(cam, available, fixed)
         if self._has_af:
             focus = "autofocus per position, or manual LensPosition (dioptres)"
         else:
@@ -200,10 +324,10 @@ class Picamera2Camera:
                 "resolution": list(self._size), "format": main.get("format", "YUV420"),
                 "has_autofocus": self._has_af, "focus": focus,
                 "scaler_crop": list(crop) if crop else None, "jpeg_quality": cfg.jpeg_quality,
-                "jpeg_encoder": jpeg_encoder_name(), **locked}
+                "jpeg_encoder": self._encoder[1] if self._encoder else jpeg_encoder_name(), **locked}
 
-    def _lock_exposure(self, cam: Any, available: dict[str, Any]) -> dict[str, Any]:
-        """Settle once with the auto algorithms, then fix exposure, gain and colour gains."""
+    def _configured_exposure(self) -> dict[str, Any]:
+        """The exposure, gain and colour gains the configuration fixes."""
         cfg = self.cfg
         fixed: dict[str, Any] = {}
         if cfg.exposure_us is not None:
@@ -212,36 +336,44 @@ class Picamera2Camera:
             fixed["AnalogueGain"] = float(cfg.analogue_gain)
         if cfg.colour_gains is not None:
             fixed["ColourGains"] = (float(cfg.colour_gains[0]), float(cfg.colour_gains[1]))
+        return fixed
+
+    def _lock_exposure(self, cam: Any, available: dict[str, Any], fixed: dict[str, Any]) -> dict[str, Any]:
+        """Settle once with the auto algorithms (``fixed`` values stay fixed while the rest
+        settles around them), then fix exposure, gain and colour gains."""
         auto_ae = "ExposureTime" not in fixed or "AnalogueGain" not in fixed
         auto_awb = "ColourGains" not in fixed and "ColourGains" in available
-        measured: dict[str, Any] = {}
-        if auto_ae or auto_awb:
-            # A fixed value given alongside stays fixed while the rest settles around it.
-            _set(cam, available, {"AeEnable": auto_ae, "AwbEnable": auto_awb, **fixed})
-            self._sleep(cfg.settle_s)
-            metadata = cam.capture_metadata()
-            for key in ("ExposureTime", "AnalogueGain", "ColourGains"):
-                if key not in fixed and metadata.get(key) is not None:
-                    measured[key] = metadata[key]
-        locked = {**measured, **fixed}
+        _set(cam, available, {"AeEnable": auto_ae, "AwbEnable": auto_awb, **fixed})
+        self._sleep(self.cfg.settle_s)
+        metadata = self._call("capture_metadata", cam.capture_metadata, wait=True)
+        measured = {key: metadata[key] for key in ("ExposureTime", "AnalogueGain", "ColourGains")
+                    if key not in fixed and metadata.get(key) is not None}
+        self._remember({**measured, **fixed}, measured=bool(measured))
+        assert self._locked is not None
+        _set(cam, available, {"AeEnable": False, "AwbEnable": False, **self._locked})
+        return self._locked_info
+
+    def _remember(self, locked: dict[str, Any], *, measured: bool) -> None:
+        """Keep ``locked`` (normalised) for this scan's photos, and what start() says of it."""
         if "ExposureTime" in locked:
             locked["ExposureTime"] = int(locked["ExposureTime"])
         if "AnalogueGain" in locked:
             locked["AnalogueGain"] = float(locked["AnalogueGain"])
         if "ColourGains" in locked:
             locked["ColourGains"] = tuple(float(g) for g in locked["ColourGains"])
-        _set(cam, available, {"AeEnable": False, "AwbEnable": False, **locked})
         gains = locked.get("ColourGains")
-        return {"exposure_us": locked.get("ExposureTime"), "analogue_gain": locked.get("AnalogueGain"),
-                "colour_gains": list(gains) if gains else None,
-                "exposure_source": "configured" if not measured else f"settled for {cfg.settle_s} s"}
+        self._locked = locked
+        self._locked_info = {
+            "exposure_us": locked.get("ExposureTime"), "analogue_gain": locked.get("AnalogueGain"),
+            "colour_gains": list(gains) if gains else None,
+            "exposure_source": f"settled for {self.cfg.settle_s} s" if measured else "configured"}
 
     def _focus(self, cam: Any, lens_position: float | None) -> None:
         if not self._has_af:
             return
         if lens_position is None:
             self._lens = None
-            if not cam.autofocus_cycle():
+            if not self._call("autofocus_cycle", cam.autofocus_cycle, wait=True):
                 log.warning("autofocus did not lock; capturing anyway")
             return
         target = float(lens_position)
@@ -250,7 +382,7 @@ class Picamera2Camera:
         cam.set_controls({"AfMode": self._controls.AfModeEnum.Manual, "LensPosition": target})
         self._lens = target
         for frame in range(LENS_MAX_FRAMES):
-            reported = cam.capture_metadata().get("LensPosition")
+            reported = self._call("capture_metadata", cam.capture_metadata, wait=True).get("LensPosition")
             if reported is None:
                 if frame + 1 >= LENS_BLIND_FRAMES:
                     return
@@ -260,15 +392,20 @@ class Picamera2Camera:
                     target, LENS_MAX_FRAMES)
 
 
-def scaler_crop(pixel_array: Any, fraction: float) -> tuple[int, int, int, int] | None:
-    """The centred ScalerCrop ``(x, y, width, height)`` keeping ``fraction`` of each side of the
-    sensor's pixel array; None when the whole sensor is kept or its size is unknown."""
-    if fraction >= 1 or not pixel_array:
+def scaler_crop(field: Any, fraction: float) -> tuple[int, int, int, int] | None:
+    """The ScalerCrop ``(x, y, width, height)`` keeping ``fraction`` of each side of ``field``,
+    centred in it; None when the whole field is kept or it is unknown.
+
+    ``field`` is the configured sensor mode's field of view, ``(x, y, width, height)``
+    (``camera_controls["ScalerCrop"][1]`` after ``configure``), or a ``(width, height)`` at (0, 0).
+    """
+    if fraction >= 1 or not field:
         return None
-    full_w, full_h = int(pixel_array[0]), int(pixel_array[1])
+    left, top, full_w, full_h = (0, 0, *field) if len(field) == 2 else field
+    left, top, full_w, full_h = int(left), int(top), int(full_w), int(full_h)
     width = max(2, round(full_w * fraction) // 2 * 2)
     height = max(2, round(full_h * fraction) // 2 * 2)
-    return ((full_w - width) // 2, (full_h - height) // 2, width, height)
+    return (left + (full_w - width) // 2, top + (full_h - height) // 2, width, height)
 
 
 def yuv420_planes(frame: Any, width: int, height: int) -> tuple[Any, Any, Any]:
@@ -285,28 +422,39 @@ def yuv420_planes(frame: Any, width: int, height: int) -> tuple[Any, Any, Any]:
     return y, u, v[:, :width // 2]
 
 
-def jpeg_encoder_name() -> str:
-    """Which library encodes the JPEGs: simplejpeg where installed, else Pillow."""
+def yuv_planes_encoder() -> tuple[Callable[..., bytes] | None, str]:
+    """simplejpeg's ``encode_jpeg_yuv_planes`` and ``"simplejpeg"``; or None and ``"Pillow"``,
+    with the reason when a simplejpeg is installed that lacks it (before 1.8.0 it imports fine and
+    has no such function)."""
     try:
-        import simplejpeg  # type: ignore[import-not-found]  # noqa: F401
+        import simplejpeg  # type: ignore[import-not-found]
     except ImportError:
-        return "Pillow"
-    return "simplejpeg"
+        return None, "Pillow"
+    encode = getattr(simplejpeg, "encode_jpeg_yuv_planes", None)
+    if encode is None:
+        version = getattr(simplejpeg, "__version__", "unknown")
+        return None, (f"Pillow (simplejpeg {version} has no encode_jpeg_yuv_planes, 1.8.0 and later "
+                      "have it: pip install 'simplejpeg>=1.8' for faster captures)")
+    return encode, "simplejpeg"
 
 
-def encode_jpeg_yuv420(y: Any, u: Any, v: Any, *, quality: int, exif: bytes) -> bytes:
+def jpeg_encoder_name() -> str:
+    """Which library encodes the JPEGs: simplejpeg where it can encode YUV planes, else Pillow."""
+    return yuv_planes_encoder()[1]
+
+
+def encode_jpeg_yuv420(y: Any, u: Any, v: Any, *, quality: int, exif: bytes,
+                       planes_encoder: Callable[..., bytes] | None = None) -> bytes:
     """A JPEG of the YUV420 planes (full-range BT.601, picamera2's default colour space for
     stills, which is JPEG's own), with the EXIF block ``exif`` in an APP1 segment.
 
-    simplejpeg (libjpeg-turbo) encodes the planes as they are; Pillow needs the chroma planes
-    scaled up to full size first, which costs time and memory on a small board.
+    ``planes_encoder`` (simplejpeg's ``encode_jpeg_yuv_planes``, looked up when not given, see
+    :func:`yuv_planes_encoder`) encodes the planes as they are; Pillow, without one, needs the
+    chroma planes scaled up to full size first, which costs time and memory on a small board.
     """
-    try:
-        import simplejpeg
-    except ImportError:
-        simplejpeg = None
-    if simplejpeg is not None:
-        return insert_exif(simplejpeg.encode_jpeg_yuv_planes(y, u, v, quality=quality), exif)
+    encode = planes_encoder if planes_encoder is not None else yuv_planes_encoder()[0]
+    if encode is not None:
+        return insert_exif(encode(y, u, v, quality=quality), exif)
     from PIL import Image
 
     height, width = y.shape
@@ -338,11 +486,3 @@ def _set(cam: Any, available: dict[str, Any], controls: dict[str, Any]) -> None:
     if skipped:
         log.debug("camera does not advertise %s: not set", ", ".join(skipped))
     cam.set_controls(wanted)
-
-
-def _close_quietly(cam: Any) -> None:
-    try:
-        cam.stop()
-        cam.close()
-    except Exception as exc:  # closing is best effort: the process may be on its way out
-        log.warning("closing the camera failed: %s", exc)
