@@ -258,16 +258,17 @@ def make_backend(kind: str, step_pin: int, *, pin_factory: Any = None,
 
     ``"python"``: :class:`PythonStepBackend` on ``pin_factory``; ``"lgpio"``:
     :class:`LgpioStepBackend`; ``"auto"``: lgpio when it imports and the gpiochip exists, unless
-    ``pin_factory`` is gpiozero's ``MockFactory`` (a simulated rig never touches real GPIO), else
+    the pin factory (``pin_factory``, else gpiozero's ``Device.pin_factory``) is gpiozero's
+    ``MockFactory`` (a simulated rig, or ``GPIOZERO_PIN_FACTORY=mock``, never touches real GPIO), else
     python. ``chip`` defaults to the pin factory's own (``LGPIOFactory.chip``: 4 on a Pi 5 with an
     older kernel), else 0.
     """
-    if chip is None:
-        factory = pin_factory
-        if factory is None:
-            from gpiozero import Device
+    factory = pin_factory
+    if factory is None:
+        from gpiozero import Device
 
-            factory = Device.pin_factory  # gpiozero's default, once a device has created it
+        factory = Device.pin_factory  # gpiozero's default, once a device has created it
+    if chip is None:
         chip = getattr(factory, "chip", 0)
         chip = chip if isinstance(chip, int) else 0
     if kind == "python":
@@ -278,7 +279,7 @@ def make_backend(kind: str, step_pin: int, *, pin_factory: Any = None,
         raise ValueError(f"unknown step backend {kind!r} (expected auto, python or lgpio)")
     from gpiozero.pins.mock import MockFactory
 
-    if not isinstance(pin_factory, MockFactory) and lgpio_available(chip):
+    if not isinstance(factory, MockFactory) and lgpio_available(chip):
         try:
             return LgpioStepBackend(step_pin, chip=chip)
         except RigError as exc:

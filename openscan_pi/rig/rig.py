@@ -32,7 +32,11 @@ from openscan_pi.schema import AxisConfig
 
 def _pin_factory(simulated: bool) -> Any:
     """MockFactory (with PWM-capable pins) for the simulated rig, else gpiozero's default (lgpio
-    on a Pi); a machine without GPIO gets a one-line RigError instead of gpiozero's traceback."""
+    on a Pi, or whatever ``GPIOZERO_PIN_FACTORY`` names); a machine without GPIO gets a one-line
+    RigError instead of gpiozero's traceback.
+
+    ``Device.ensure_pin_factory()`` returns None: it only sets ``Device.pin_factory``, which is
+    the factory every device made without one uses, so that is the one returned."""
     if simulated:
         from gpiozero.pins.mock import MockFactory, MockPWMPin
 
@@ -43,11 +47,12 @@ def _pin_factory(simulated: bool) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PinFactoryFallback)
         try:
-            return Device.ensure_pin_factory()
+            Device.ensure_pin_factory()
         except BadPinFactory:
             raise RigError("no GPIO here: gpiozero found no pin factory (on a Raspberry Pi: "
                            "apt install python3-lgpio; elsewhere: --simulate or rig.model: "
                            "simulated)") from None
+    return Device.pin_factory
 
 
 def calibrate_within(axis: str, cfg: AxisConfig, degrees: float) -> str:

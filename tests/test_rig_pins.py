@@ -1,0 +1,86 @@
+"""The rig's pins on the real gpiozero installed here: the pin factory it chooses (also when told to
+use its mock one), and, on the lgpio double, its real ``LGPIOFactory`` as on a Raspberry Pi."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from gpiozero import Device
+from gpiozero.pins.mock import MockFactory
+
+from openscan_pi.config import Config, load_config
+from openscan_pi.doctor import OK, WARN, check_pins
+from openscan_pi.rig.rig import Rig, _pin_factory
+from tests.fake_lgpio import FakeLgpio, Installed, install
+
+PI_4B = 0xC03114
+
+
+def rig_config(tmp_path: Path, model: str = "mini-v2", **rig: Any) -> Config:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"daemon": {"data_dir": str(tmp_path / "data")},
+                                    "rig": {"model": model, "idle_disable_s": 0, **rig}}))
+    return load_config(path, env={})
+
+
+def gpiochip_here(monkeypatch: pytest.MonkeyPatch, chip: int = 0) -> None:
+    """``/dev/gpiochip<chip>`` exists, as on a Pi (everything else as it is)."""
+    exists = os.path.exists
+    monkeypatch.setattr(os.path, "exists", lambda p: p == f"/dev/gpiochip{chip}" or exists(p))
+
+
+@pytest.fixture
+def mock_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Installed]:
+    """``GPIOZERO_PIN_FACTORY=mock`` on a machine where lgpio (the double) would work."""
+    lgpio_import = install(monkeypatch)
+    installed = next(lgpio_import)
+    gpiochip_here(monkeypatch)
+    monkeypatch.setenv("GPIOZERO_PIN_FACTORY", "mock")
+    yield installed
+    next(lgpio_import, None)
+
+
+@pytest.fixture
+def pi(monkeypatch: pytest.MonkeyPatch) -> Iterator[Installed]:
+    """A Raspberry Pi 4B as gpiozero sees it: its default pin factory is LGPIOFactory, on the
+    lgpio double (following the wall clock, as the rig sleeps for real)."""
+    gpiochip_here(monkeypatch)
+    yield from install(monkeypatch, revision=PI_4B, make=lambda: FakeLgpio(realtime=True))
+
+
+def opened_gpiochips(installed: Installed) -> list[Any]:
+    return [entry for fake in installed.importer.made for entry in fake.log if entry[0] == "gpiochip_open"]
+
+
+def test_the_rig_takes_the_factory_gpiozero_chose(mock_env: Installed, tmp_path: Path) -> None:
+    """``Device.ensure_pin_factory()`` returns None: the factory is ``Device.pin_factory``. Told to
+    use its mock pins, the rig must not drive real GPIO through lgpio behind gpiozero's back."""
+    assert isinstance(_pin_factory(False), MockFactory)
+    with Rig(rig_config(tmp_path), camera=False) as rig:
+        assert rig.pin_factory is Device.pin_factory
+        rig.move(turntable=5)
+    assert opened_gpiochips(mock_env) == [], "no gpiochip opened: the STEP pulses went to mock pins"
+
+
+def test_doctor_names_the_factory_the_rig_would_use(mock_env: Installed, tmp_path: Path) -> None:
+    check = check_pins(rig_config(tmp_path))
+    assert check.status == WARN and check.detail.startswith("gpiozero uses its MockFactory")
+    assert check.fix == "unset GPIOZERO_PIN_FACTORY"
+
+
+def test_on_a_pi_the_rig_runs_on_gpiozeros_lgpio_factory(pi: Installed, tmp_path: Path) -> None:
+    check = check_pins(rig_config(tmp_path))
+    assert (check.status, check.detail) == (OK, "LGPIOFactory on a Raspberry Pi 4B, lgpio importable")
+    cfg = rig_config(tmp_path)
+    with Rig(cfg, camera=False) as rig:
+        assert type(rig.pin_factory).__name__ == "LGPIOFactory"
+        rig.move(rotor=1, turntable=10)
+        lgpio = pi.module
+        assert {gpio for _, gpio, _, _ in lgpio.waves} == {cfg.rig.rotor.step_pin, cfg.rig.turntable.step_pin}
+        steps = round(10 * cfg.rig.turntable.steps_per_rev / 360)
+        assert len(lgpio.rising_edges(cfg.rig.turntable.step_pin)) == steps
