@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import grp
-import importlib
 import logging
 import os
 import pwd
@@ -114,7 +113,9 @@ def _rig_pin_factory() -> Any:
 
 
 def _import_lgpio() -> Any:
-    return importlib.import_module("lgpio")
+    from openscan_pi.rig.lgpio_import import import_lgpio
+
+    return import_lgpio()
 
 
 def check_pins(cfg: Config, *, pin_factory_probe: Callable[[], Any] | None = None,
@@ -124,17 +125,20 @@ def check_pins(cfg: Config, *, pin_factory_probe: Callable[[], Any] | None = Non
         return Check("pins", OK, "simulated rig: gpiozero MockFactory, no GPIO touched")
     from openscan_pi.rig.errors import RigError
 
+    lgpio_fix = LGPIO_FIX
     try:
         (lgpio_probe or _import_lgpio)()
         lgpio = None
-    except ImportError as exc:
-        lgpio = f"lgpio is not installed ({exc})"
+    except ImportError as exc:  # lgpio_import.LgpioUnavailable: missing, or cannot start (LG_WD)
+        lgpio = str(exc) if hasattr(exc, "fix") else f"lgpio is not installed ({exc})"
+        lgpio_fix = getattr(exc, "fix", LGPIO_FIX) if getattr(exc, "installed", False) else LGPIO_FIX
     try:
         factory = (pin_factory_probe or _rig_pin_factory)()
     except RigError:
         why = f"; {lgpio}" if lgpio else ""
+        fix = lgpio_fix if lgpio and lgpio_fix != LGPIO_FIX else PINS_FIX
         return Check("pins", FAIL, f"no GPIO here: gpiozero found no pin factory for rig.model "
-                                   f"{cfg.rig.model}{why}", PINS_FIX)
+                                   f"{cfg.rig.model}{why}", fix)
     except Exception as exc:  # lgpio cannot open /dev/gpiochip*, ...
         return Check("pins", FAIL, f"gpiozero could not open the GPIO: {type(exc).__name__}: {exc}",
                      "check /dev/gpiochip* and that you are in the gpio group (see groups)")
@@ -145,10 +149,10 @@ def check_pins(cfg: Config, *, pin_factory_probe: Callable[[], Any] | None = Non
         return Check("pins", WARN, f"gpiozero uses its {name} for rig.model {cfg.rig.model}: "
                                    "nothing would move", "unset GPIOZERO_PIN_FACTORY")
     if lgpio and cfg.rig.step_backend == "lgpio":
-        return Check("pins", FAIL, f"{name}, but rig.step_backend is lgpio and {lgpio}", LGPIO_FIX)
+        return Check("pins", FAIL, f"{name}, but rig.step_backend is lgpio and {lgpio}", lgpio_fix)
     if lgpio:
         return Check("pins", WARN, f"{name}; {lgpio}: STEP pulses come from Python (less even)",
-                     LGPIO_FIX)
+                     lgpio_fix)
     return Check("pins", OK, f"{name}, lgpio importable")
 
 

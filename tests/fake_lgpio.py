@@ -783,7 +783,8 @@ def install(monkeypatch: pytest.MonkeyPatch, *, revision: int | None = None,
             make: Callable[[], FakeLgpio] | None = None) -> Iterator[Installed]:
     """Make ``import lgpio`` in this process import a fresh :class:`FakeLgpio` the way lgpio's
     import goes (working folder, ``chdir``, FIFO, ``FileNotFoundError``), with gpiozero's pin
-    factory and lgpio modules forgotten so that gpiozero imports it again. ``revision`` makes
+    factory and lgpio modules forgotten so that gpiozero imports it again, and ``LG_WD`` as it was
+    afterwards. ``revision`` makes
     gpiozero believe it runs on that Raspberry Pi (e.g. ``0xc03114``, a Pi 4B), so that its default
     pin factory is its real ``LGPIOFactory`` on the double. A generator: use it in a fixture."""
     from gpiozero import Device
@@ -794,6 +795,10 @@ def install(monkeypatch: pytest.MonkeyPatch, *, revision: int | None = None,
     monkeypatch.setattr(sys, "meta_path", [importer, *sys.meta_path])
     monkeypatch.delenv("GPIOZERO_PIN_FACTORY", raising=False)
     monkeypatch.setattr(Device, "pin_factory", None)
+    # whatever sets LG_WD in this process (openscan-pi does, when it is not set) is undone after
+    monkeypatch.setenv("LG_WD", os.environ.get("LG_WD", ""))
+    if not os.environ["LG_WD"]:
+        monkeypatch.delenv("LG_WD")
     if revision is not None:
         import gpiozero.pins.local
 

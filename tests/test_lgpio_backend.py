@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -15,7 +16,8 @@ from openscan_pi.rig.errors import MoveCancelled, RigError
 from openscan_pi.rig.motion import move_time, step_deadlines
 from openscan_pi.rig.stepper import Axis
 from openscan_pi.schema import AxisConfig
-from tests.fake_lgpio import IDLE_WAKE_US, LG_TX_BUF, FakeLgpio
+from tests.fake_lgpio import IDLE_WAKE_US, LG_TX_BUF, FakeLgpio, install
+from tests.test_rig_pins import gpiochip_here
 
 STEP = 27
 
@@ -202,22 +204,16 @@ def test_make_backend(monkeypatch: pytest.MonkeyPatch) -> None:
             make_backend("pigpio", 27, pin_factory=factory)
     finally:
         factory.reset()
-    import openscan_pi.rig.backends as backends
-
-    fake = FakeLgpio()
-    monkeypatch.setattr(backends.importlib, "import_module",
-                        lambda name: fake if name == "lgpio" else __import__(name))
-    monkeypatch.setattr(backends.os.path, "exists", lambda path: path == "/dev/gpiochip0")
+    lgpio_import = install(monkeypatch)  # lgpio importable (the double), /dev/gpiochip0 there
+    installed = next(lgpio_import)
+    gpiochip_here(monkeypatch)
     chosen = make_backend("auto", 27, pin_factory=None)
-    assert isinstance(chosen, LgpioStepBackend) and fake.claims
+    assert isinstance(chosen, LgpioStepBackend) and installed.module.claims
     chosen.close()
-    monkeypatch.setattr(backends.importlib, "import_module", _no_lgpio)
+    next(lgpio_import, None)
+    monkeypatch.setitem(sys.modules, "lgpio", None)  # not installed
     with pytest.raises(RigError, match="lgpio module is not installed"):
         make_backend("lgpio", 27, pin_factory=None)
-
-
-def _no_lgpio(name: str) -> object:
-    raise ImportError(name)
 
 
 def test_python_backend_timing_on_mock_pins() -> None:

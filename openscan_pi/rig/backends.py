@@ -17,7 +17,6 @@ axis always knows where it is, even after a cancel.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 import os
@@ -29,6 +28,7 @@ from typing import Any, Protocol, runtime_checkable
 from gpiozero import DigitalOutputDevice
 
 from openscan_pi.rig.errors import RigError
+from openscan_pi.rig.lgpio_import import LgpioUnavailable, import_lgpio
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ class LgpioStepBackend:
     thread's next wake-up, up to 20 ms after the first chunk is queued.
 
     ``lgpio_module`` injects a test double of the ``lgpio`` module and ``sleep`` a clock to go
-    with it; by default ``lgpio`` is imported here, never at module level.
+    with it; by default ``lgpio`` is imported here (:func:`import_lgpio`), never at module level.
     """
 
     def __init__(self, step_pin: int, *, chip: int = 0, lgpio_module: Any = None, pulse_us: int = 5,
@@ -136,8 +136,11 @@ class LgpioStepBackend:
                  max_chunk_steps: int = 1000, sleep: Callable[[float], None] | None = None) -> None:
         if lgpio_module is None:
             try:
-                lgpio_module = importlib.import_module("lgpio")
-            except ImportError as exc:
+                lgpio_module = import_lgpio()
+            except LgpioUnavailable as exc:
+                if exc.installed:
+                    raise RigError(f"rig.step_backend is lgpio but {exc}: {exc.fix}, or set "
+                                   "rig.step_backend: python") from exc
                 raise RigError("rig.step_backend is lgpio but the lgpio module is not installed: "
                                "apt install python3-lgpio, or set rig.step_backend: python") from exc
         self._lg = lgpio_module
@@ -244,10 +247,13 @@ class LgpioStepBackend:
 
 
 def lgpio_available(chip: int = 0) -> bool:
-    """True when the ``lgpio`` module imports and ``/dev/gpiochip<chip>`` exists."""
+    """True when the ``lgpio`` module imports (see :func:`import_lgpio`) and ``/dev/gpiochip<chip>``
+    exists. lgpio installed but unable to start is logged as a warning, with the fix."""
     try:
-        importlib.import_module("lgpio")
-    except ImportError:
+        import_lgpio()
+    except LgpioUnavailable as exc:
+        if exc.installed:
+            log.warning("%s: STEP pulses will be timed by Python (%s)", exc, exc.fix)
         return False
     return os.path.exists(f"/dev/gpiochip{chip}")
 

@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import logging
 import threading
 import warnings
 from pathlib import Path
@@ -28,6 +29,8 @@ from openscan_pi.rig.camera import Camera, Shot, make_camera
 from openscan_pi.rig.errors import RigError
 from openscan_pi.rig.state import load_position, save_position
 from openscan_pi.schema import AxisConfig
+
+log = logging.getLogger(__name__)
 
 
 def _pin_factory(simulated: bool) -> Any:
@@ -44,14 +47,28 @@ def _pin_factory(simulated: bool) -> Any:
     from gpiozero import Device
     from gpiozero.exc import BadPinFactory, PinFactoryFallback
 
+    from openscan_pi.rig.lgpio_import import LgpioUnavailable, import_lgpio
+
+    broken: LgpioUnavailable | None = None
+    if Device.pin_factory is None:
+        try:
+            import_lgpio()  # before gpiozero's own import: LG_WD set, the working folder kept
+        except LgpioUnavailable as exc:
+            broken = exc if exc.installed else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PinFactoryFallback)
         try:
             Device.ensure_pin_factory()
         except BadPinFactory:
+            if broken is not None:
+                raise RigError(f"no GPIO here: gpiozero found no pin factory, and {broken}: "
+                               f"{broken.fix}") from None
             raise RigError("no GPIO here: gpiozero found no pin factory (on a Raspberry Pi: "
                            "apt install python3-lgpio; elsewhere: --simulate or rig.model: "
                            "simulated)") from None
+    if broken is not None:
+        log.warning("%s (%s): gpiozero uses %s instead", broken, broken.fix,
+                    type(Device.pin_factory).__name__)
     return Device.pin_factory
 
 
