@@ -15,6 +15,8 @@ from gpiozero.pins.mock import MockFactory
 
 from openscan_pi.config import Config, load_config
 from openscan_pi.doctor import OK, WARN, check_pins
+from openscan_pi.rig.errors import RigError
+from openscan_pi.rig.lgpio_import import import_lgpio
 from openscan_pi.rig.rig import Rig, _pin_factory
 from tests.fake_lgpio import FakeLgpio, Installed, install
 
@@ -84,3 +86,47 @@ def test_on_a_pi_the_rig_runs_on_gpiozeros_lgpio_factory(pi: Installed, tmp_path
         assert {gpio for _, gpio, _, _ in lgpio.waves} == {cfg.rig.rotor.step_pin, cfg.rig.turntable.step_pin}
         steps = round(10 * cfg.rig.turntable.steps_per_rev / 360)
         assert len(lgpio.rising_edges(cfg.rig.turntable.step_pin)) == steps
+
+
+def levels(lgpio: FakeLgpio, gpio: int) -> list[int]:
+    return [level for _, level in lgpio.edges.get(gpio, [])]
+
+
+def test_the_drivers_stay_disabled_when_the_rig_closes(pi: Installed, tmp_path: Path) -> None:
+    """Blackshield: EN (GPIO 22, active low, both drivers) must never float. gpiozero's
+    LGPIOPin.close() re-claims a pin as an input with no pull, and the drivers' own pull-down
+    then enables them: after every `move` the motors would stay energised, heating up. The EN
+    line (and every other output the rig drives) is left driven at its idle level, also once the
+    process ends (gpiozero's factory closed, the lines released: Raspberry Pi kernels keep a
+    released output driven)."""
+    cfg = rig_config(tmp_path)
+    en = cfg.rig.rotor.enable_pin
+    assert en is not None and en == cfg.rig.turntable.enable_pin
+    with Rig(cfg, camera=False) as rig:
+        lgpio = pi.module
+        assert levels(lgpio, en) == [1], "claimed disabled: no enable glitch at start"
+        rig.move(turntable=10)
+        assert levels(lgpio, en) == [1, 0, 1], "enabled for the move, disabled after it"
+        rig.light.on()
+    idle = {en: 1, cfg.rig.trigger.pin: 0, **{pin: 0 for pin in cfg.rig.light.pins}}
+    for gpio, level in idle.items():
+        line = lgpio.line(gpio)
+        assert (line.mode, line.level) == ("output", level), f"GPIO {gpio} left {line}"
+    for gpio in (cfg.rig.rotor.dir_pin, cfg.rig.turntable.dir_pin):
+        assert lgpio.line(gpio).mode == "output" and not lgpio.line(gpio).floating
+    with Rig(cfg, camera=False) as rig:  # opened again (a reload): still no glitch
+        rig.move(turntable=0)
+    assert levels(lgpio, en) == [1, 0, 1, 0, 1]
+    Device.pin_factory.close()  # the process ends: gpiozero's atexit
+    assert lgpio.open_handles == set()
+    for gpio, level in idle.items():
+        assert (lgpio.line(gpio).mode, lgpio.line(gpio).level) == ("output", level)
+
+
+def test_an_output_another_program_holds_is_one_line(pi: Installed, tmp_path: Path) -> None:
+    import_lgpio()
+    pi.module.hold(22)  # e.g. a second daemon, or a script, has the drivers' EN line
+    busy = r"^lgpio gpio_claim_output on GPIO 22 \(gpiochip0\) failed: 'GPIO busy'"
+    with pytest.raises(RigError, match=busy):
+        Rig(rig_config(tmp_path), camera=False)
+    assert len(pi.module.open_handles) == 1, "only gpiozero's factory: the rig closed what it opened"

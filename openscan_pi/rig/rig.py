@@ -138,9 +138,14 @@ class Rig:
             # The turntable turns freely (the shortest way round) unless it has limits.
             for name, axis_cfg, wrap in (("rotor", rig.rotor, False),
                                          ("turntable", rig.turntable, rig.turntable.min_angle is None)):
+                enable = enable_for(axis_cfg.enable_pin)
                 backend = make_backend(kind, axis_cfg.step_pin, pin_factory=pf)
-                axis = Axis(name, axis_cfg, pin_factory=pf, backend=backend,
-                            enable=enable_for(axis_cfg.enable_pin), wrap=wrap)
+                try:
+                    axis = Axis(name, axis_cfg, pin_factory=pf, backend=backend, enable=enable,
+                                wrap=wrap)
+                except BaseException:
+                    backend.close()  # the axis owns it only once it exists
+                    raise
                 self._closers.append(axis)
                 axes.append(axis)
             self.rotor, self.turntable = axes
