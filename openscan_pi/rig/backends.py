@@ -29,6 +29,7 @@ from gpiozero import DigitalOutputDevice
 
 from openscan_pi.rig.errors import RigError
 from openscan_pi.rig.lgpio_import import LgpioUnavailable, import_lgpio
+from openscan_pi.rig.outputs import lgpio_call
 
 log = logging.getLogger(__name__)
 
@@ -163,15 +164,8 @@ class LgpioStepBackend:
 
     def _call(self, name: str, *args: Any) -> Any:
         """Call ``lgpio.<name>``; a negative status or an ``lgpio.error`` becomes a RigError."""
-        lg = self._lg
-        where = f"lgpio {name} on GPIO {self.step_pin} (gpiochip{self.chip}) failed"
-        try:
-            result = getattr(lg, name)(*args)
-        except lg.error as exc:
-            raise RigError(f"{where}: {exc}") from exc
-        if isinstance(result, int) and result < 0:
-            raise RigError(f"{where}: {lg.error_text(result)}")
-        return result
+        return lgpio_call(self._lg, name, *args,
+                          where=f"lgpio {name} on GPIO {self.step_pin} (gpiochip{self.chip}) failed")
 
     @property
     def max_ahead(self) -> int:
