@@ -739,6 +739,16 @@ def _boot_bias(gpio: int) -> str:
 
 # -- ``import lgpio`` in this process -----------------------------------------------------------------
 
+#: gpiozero's revision code of a Raspberry Pi 4B (1.4, 4 GB), for :func:`install`.
+PI_4B = 0xC03114
+
+
+def gpiochip_here(monkeypatch: pytest.MonkeyPatch, chip: int = 0) -> None:
+    """``/dev/gpiochip<chip>`` exists, as on a Pi (every other path as it is)."""
+    exists = os.path.exists
+    monkeypatch.setattr(os.path, "exists", lambda p: p == f"/dev/gpiochip{chip}" or exists(p))
+
+
 
 class _Importer(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Serves ``import lgpio`` with a :class:`FakeLgpio`, doing what lgpio's import does."""

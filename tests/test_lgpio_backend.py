@@ -16,8 +16,7 @@ from openscan_pi.rig.errors import MoveCancelled, RigError
 from openscan_pi.rig.motion import move_time, step_deadlines
 from openscan_pi.rig.stepper import Axis
 from openscan_pi.schema import AxisConfig
-from tests.fake_lgpio import IDLE_WAKE_US, LG_TX_BUF, FakeLgpio, install
-from tests.test_rig_pins import gpiochip_here
+from tests.fake_lgpio import IDLE_WAKE_US, LG_TX_BUF, FakeLgpio, gpiochip_here, install
 
 STEP = 27
 

@@ -24,8 +24,8 @@ from openscan_pi.rig.errors import RigError
 from openscan_pi.rig.lgpio_import import ensure_workdir
 from openscan_pi.rig.rig import _pin_factory
 from tests.conftest import cli_env
-from tests.fake_lgpio import Installed, install
-from tests.test_rig_pins import PI_4B, gpiochip_here, rig_config
+from tests.fake_lgpio import PI_4B, Installed, gpiochip_here, install
+from tests.test_rig_pins import rig_config
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -3,7 +3,7 @@ use its mock one), and, on the lgpio double, its real ``LGPIOFactory`` as on a R
 
 from __future__ import annotations
 
-import os
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,9 +18,7 @@ from openscan_pi.doctor import OK, WARN, check_pins
 from openscan_pi.rig.errors import RigError
 from openscan_pi.rig.lgpio_import import import_lgpio
 from openscan_pi.rig.rig import Rig, _pin_factory
-from tests.fake_lgpio import FakeLgpio, Installed, install
-
-PI_4B = 0xC03114
+from tests.fake_lgpio import PI_4B, FakeLgpio, Installed, gpiochip_here, install
 
 
 def rig_config(tmp_path: Path, model: str = "mini-v2", **rig: Any) -> Config:
@@ -28,12 +26,6 @@ def rig_config(tmp_path: Path, model: str = "mini-v2", **rig: Any) -> Config:
     path.write_text(yaml.safe_dump({"daemon": {"data_dir": str(tmp_path / "data")},
                                     "rig": {"model": model, "idle_disable_s": 0, **rig}}))
     return load_config(path, env={})
-
-
-def gpiochip_here(monkeypatch: pytest.MonkeyPatch, chip: int = 0) -> None:
-    """``/dev/gpiochip<chip>`` exists, as on a Pi (everything else as it is)."""
-    exists = os.path.exists
-    monkeypatch.setattr(os.path, "exists", lambda p: p == f"/dev/gpiochip{chip}" or exists(p))
 
 
 @pytest.fixture
@@ -130,3 +122,19 @@ def test_an_output_another_program_holds_is_one_line(pi: Installed, tmp_path: Pa
     with pytest.raises(RigError, match=busy):
         Rig(rig_config(tmp_path), camera=False)
     assert len(pi.module.open_handles) == 1, "only gpiozero's factory: the rig closed what it opened"
+
+
+def test_a_step_pin_gpiozero_holds_falls_back_to_python_timing(pi: Installed, tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """A pin gpiozero has opened stays claimed by its factory until the process ends (closing a
+    device only makes it an input). So after a rig with ``rig.step_backend: python`` (STEP through
+    gpiozero), lgpio cannot claim STEP in this process: ``auto`` says so and times the pulses in
+    Python; ``lgpio`` is refused in one line."""
+    with Rig(rig_config(tmp_path, step_backend="python"), camera=False) as rig:
+        rig.move(turntable=5)
+    with caplog.at_level(logging.WARNING), Rig(rig_config(tmp_path, step_backend="auto"),
+                                               camera=False) as rig:
+        rig.move(turntable=0)
+    assert "lgpio step backend unavailable" in caplog.text and "GPIO busy" in caplog.text
+    with pytest.raises(RigError, match=r"gpio_claim_output on GPIO 27 .*'GPIO busy'"):
+        Rig(rig_config(tmp_path, step_backend="lgpio"), camera=False)

@@ -14,7 +14,9 @@ lgpio only releases it when the last output of that chip closes, without re-clai
 input. Raspberry Pi kernels keep a released output driven (``dtparam=strict_gpiod`` in
 ``config.txt`` makes them return it to an input: then only a pull resistor on the board holds the
 line). On any other pin factory (gpiozero's mock pins, RPi.GPIO, native) it is gpiozero's
-``DigitalOutputDevice``.
+``DigitalOutputDevice``. A dimmed ring light (``rig.light.pwm``) stays a gpiozero
+``PWMOutputDevice`` (its PWM is lgpio's, through gpiozero), and so does STEP with
+``rig.step_backend: python``: those float once closed.
 
 Example::
 
