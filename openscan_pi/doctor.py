@@ -124,21 +124,22 @@ def check_pins(cfg: Config, *, pin_factory_probe: Callable[[], Any] | None = Non
     if cfg.rig.model == "simulated":
         return Check("pins", OK, "simulated rig: gpiozero MockFactory, no GPIO touched")
     from openscan_pi.rig.errors import RigError
+    from openscan_pi.rig.lgpio_import import LgpioUnavailable
 
-    lgpio_fix = LGPIO_FIX
+    lgpio, lgpio_fix, lgpio_broken = None, LGPIO_FIX, False
     try:
         (lgpio_probe or _import_lgpio)()
-        lgpio = None
-    except ImportError as exc:  # lgpio_import.LgpioUnavailable: missing, or cannot start (LG_WD)
-        lgpio = str(exc) if hasattr(exc, "fix") else f"lgpio is not installed ({exc})"
-        lgpio_fix = getattr(exc, "fix", LGPIO_FIX) if getattr(exc, "installed", False) else LGPIO_FIX
+    except LgpioUnavailable as exc:  # missing, or there but unable to start (its LG_WD)
+        lgpio, lgpio_broken = str(exc), exc.installed
+        lgpio_fix = exc.fix if exc.installed else LGPIO_FIX
+    except ImportError as exc:
+        lgpio = f"lgpio is not installed ({exc})"
     try:
         factory = (pin_factory_probe or _rig_pin_factory)()
     except RigError:
         why = f"; {lgpio}" if lgpio else ""
-        fix = lgpio_fix if lgpio and lgpio_fix != LGPIO_FIX else PINS_FIX
         return Check("pins", FAIL, f"no GPIO here: gpiozero found no pin factory for rig.model "
-                                   f"{cfg.rig.model}{why}", fix)
+                                   f"{cfg.rig.model}{why}", lgpio_fix if lgpio_broken else PINS_FIX)
     except Exception as exc:  # lgpio cannot open /dev/gpiochip*, ...
         return Check("pins", FAIL, f"gpiozero could not open the GPIO: {type(exc).__name__}: {exc}",
                      "check /dev/gpiochip* and that you are in the gpio group (see groups)")

@@ -171,7 +171,7 @@ def output_device(gpio: int, *, pin_factory: Any, active_high: bool = True,
     """An output the rig drives: an :class:`LgpioOutput` on gpiozero's ``LGPIOFactory`` (on its
     gpiochip), else gpiozero's ``DigitalOutputDevice`` on ``pin_factory``."""
     if is_lgpio_factory(pin_factory):
-        return LgpioOutput(gpio, chip=pin_factory.chip, active_high=active_high,
+        return LgpioOutput(gpio, chip=getattr(pin_factory, "chip", 0), active_high=active_high,
                            initial_value=initial_value)
     return DigitalOutputDevice(gpio, active_high=active_high, initial_value=initial_value,
                                pin_factory=pin_factory)
