@@ -1,4 +1,4 @@
-"""Stepper axes: DIR and EN through gpiozero, STEP through a step backend.
+"""Stepper axes: DIR and EN as outputs of :mod:`openscan_pi.rig.outputs`, STEP through a step backend.
 
 The integer step count is the truth (steppers have no encoders); angles are derived from it.
 :class:`Axis` is one driver (rotor or turntable), :class:`SharedEnable` the drivers' EN line (one pin
