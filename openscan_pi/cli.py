@@ -301,6 +301,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             cfg = load_config(args.config, overrides=SIMULATE_OVERRIDES if simulate else None)
             setup_logging(debug=args.debug, secrets=(cfg.cloud.token, cfg.cloud.password))
         module, _, name = args.handler.partition(".")
+        if module != "cloud":  # may open the rig: lgpio's FIFO goes to a folder of this user
+            from openscan_pi.rig.lgpio_import import ensure_workdir
+
+            ensure_workdir()
         handler = getattr(importlib.import_module(f"openscan_pi.commands.{module}"), name)
         status = int(handler(args, cfg) or 0)
         sys.stdout.flush()  # a reader that has gone shows here, not in the interpreter's last flush

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import grp
-import importlib
 import logging
 import os
 import pwd
@@ -114,7 +113,9 @@ def _rig_pin_factory() -> Any:
 
 
 def _import_lgpio() -> Any:
-    return importlib.import_module("lgpio")
+    from openscan_pi.rig.lgpio_import import import_lgpio
+
+    return import_lgpio()
 
 
 def check_pins(cfg: Config, *, pin_factory_probe: Callable[[], Any] | None = None,
@@ -123,10 +124,14 @@ def check_pins(cfg: Config, *, pin_factory_probe: Callable[[], Any] | None = Non
     if cfg.rig.model == "simulated":
         return Check("pins", OK, "simulated rig: gpiozero MockFactory, no GPIO touched")
     from openscan_pi.rig.errors import RigError
+    from openscan_pi.rig.lgpio_import import LgpioUnavailable
 
+    lgpio, lgpio_fix, lgpio_broken = None, LGPIO_FIX, False
     try:
         (lgpio_probe or _import_lgpio)()
-        lgpio = None
+    except LgpioUnavailable as exc:  # missing, or there but unable to start (its LG_WD)
+        lgpio, lgpio_broken = str(exc), exc.installed
+        lgpio_fix = exc.fix if exc.installed else LGPIO_FIX
     except ImportError as exc:
         lgpio = f"lgpio is not installed ({exc})"
     try:
@@ -134,7 +139,7 @@ def check_pins(cfg: Config, *, pin_factory_probe: Callable[[], Any] | None = Non
     except RigError:
         why = f"; {lgpio}" if lgpio else ""
         return Check("pins", FAIL, f"no GPIO here: gpiozero found no pin factory for rig.model "
-                                   f"{cfg.rig.model}{why}", PINS_FIX)
+                                   f"{cfg.rig.model}{why}", lgpio_fix if lgpio_broken else PINS_FIX)
     except Exception as exc:  # lgpio cannot open /dev/gpiochip*, ...
         return Check("pins", FAIL, f"gpiozero could not open the GPIO: {type(exc).__name__}: {exc}",
                      "check /dev/gpiochip* and that you are in the gpio group (see groups)")
@@ -145,10 +150,10 @@ def check_pins(cfg: Config, *, pin_factory_probe: Callable[[], Any] | None = Non
         return Check("pins", WARN, f"gpiozero uses its {name} for rig.model {cfg.rig.model}: "
                                    "nothing would move", "unset GPIOZERO_PIN_FACTORY")
     if lgpio and cfg.rig.step_backend == "lgpio":
-        return Check("pins", FAIL, f"{name}, but rig.step_backend is lgpio and {lgpio}", LGPIO_FIX)
+        return Check("pins", FAIL, f"{name}, but rig.step_backend is lgpio and {lgpio}", lgpio_fix)
     if lgpio:
         return Check("pins", WARN, f"{name}; {lgpio}: STEP pulses come from Python (less even)",
-                     LGPIO_FIX)
+                     lgpio_fix)
     return Check("pins", OK, f"{name}, lgpio importable")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -15,7 +16,7 @@ from openscan_pi.rig.errors import MoveCancelled, RigError
 from openscan_pi.rig.motion import move_time, step_deadlines
 from openscan_pi.rig.stepper import Axis
 from openscan_pi.schema import AxisConfig
-from tests.fake_lgpio import LG_TX_BUF, FakeLgpio
+from tests.fake_lgpio import IDLE_WAKE_US, LG_TX_BUF, FakeLgpio, gpiochip_here, install
 
 STEP = 27
 
@@ -38,8 +39,9 @@ def test_the_train_encodes_the_profile(fake: FakeLgpio, backend: LgpioStepBacken
     assert backend.run(deadlines, cancel=threading.Event()) == 20_000
     rising = np.array(fake.rising_edges(STEP))
     assert len(rising) == 20_000 and len(fake.falling_edges(STEP)) == 20_000
-    assert fake.train_starts == [fake.waves[0][0]], "one train: the queue never ran dry"
+    assert len(fake.train_starts) == 1, "one train: the queue never ran dry"
     start = fake.train_starts[0]
+    assert 0 < start - fake.waves[0][0] <= IDLE_WAKE_US, "it starts at lgpio's thread's next wake"
     # every edge within the 0.5 µs rounding of its own deadline: no accumulated error
     error_us = (rising - start) - deadlines * 1e6
     assert np.max(np.abs(error_us)) <= 0.5 + 1e-6
@@ -67,15 +69,38 @@ def test_a_small_queue_is_never_overfilled() -> None:
     b.close()
 
 
-def test_lgpio_start_latency_shifts_the_train_but_not_its_shape() -> None:
-    fake = FakeLgpio(start_latency_us=20_000)  # lgpio's thread wakes at least every 20 ms
+@pytest.mark.parametrize("phase_us", [0, 7_000, 19_990])
+def test_lgpio_start_latency_shifts_the_train_but_not_its_shape(phase_us: int) -> None:
+    """lgpio's thread wakes every 20 ms while idle: a train starts 0-20 ms after it is queued,
+    depending on where in that period the call falls; its shape does not change."""
+    fake = FakeLgpio()  # the thread starts with the first gpiochip_open, at 0
     b = LgpioStepBackend(STEP, lgpio_module=fake, sleep=fake.sleep)
+    fake.sleep(phase_us / 1e6)
     deadlines = step_deadlines(5000, 5000, 20_000)
     assert b.run(deadlines, cancel=threading.Event()) == 5000
     rising = np.array(fake.rising_edges(STEP))
-    assert fake.train_starts == [20_000.0]
-    assert np.max(np.abs(rising - 20_000 - deadlines * 1e6)) <= 0.5 + 1e-6
+    assert fake.train_starts == [IDLE_WAKE_US] and fake.waves[0][0] == phase_us
+    assert np.max(np.abs(rising - IDLE_WAKE_US - deadlines * 1e6)) <= 0.5 + 1e-6
     b.close()
+
+
+def test_a_late_wake_bunches_the_overdue_steps_and_the_train_catches_up(fake: FakeLgpio,
+                                                                        backend: LgpioStepBackend) -> None:
+    """lgpio's thread writes one pulse per pass and sleeps to absolute times: after a wake 3 ms late
+    the overdue pulses come out back to back. Every step is still counted, and the steps after the
+    hiccup are on their own deadlines again (no drift)."""
+    deadlines = step_deadlines(10_000, 5000, 20_000)
+    fake.late_wake(1.0e6, 3000)  # one second in, the thread wakes 3 ms late
+    assert backend.run(deadlines, cancel=threading.Event()) == 10_000
+    rising = np.array(fake.rising_edges(STEP))
+    assert len(rising) == 10_000
+    error_us = rising - fake.train_starts[0] - deadlines * 1e6
+    late = error_us > 1
+    assert 10 <= late.sum() <= 20, "the steps due during the 3 ms (5000 steps/s) came late"
+    gaps = np.diff(rising)[late[1:]]
+    assert gaps.min() <= 2 * fake.pass_us, "bunched: one pass apart"
+    first_late = int(np.argmax(late))
+    assert np.all(np.abs(error_us[first_late + int(late.sum()):]) <= 0.5 + 1e-6), "back on schedule"
 
 
 def test_a_python_stall_longer_than_the_lead_is_an_underrun() -> None:
@@ -97,7 +122,8 @@ def test_cancel_stops_queueing_with_a_known_count(fake: FakeLgpio, backend: Lgpi
     # the motor stops within the documented bound: the queued lead, one step per chunk, one poll
     bound_us = (backend.lead_s + backend.poll_s) * 1e6 + backend.max_ahead * 1e6 / 5000
     assert 0 < rising[-1] - 1.0e6 <= bound_us
-    assert not fake.tx_busy(0, STEP, fake.TX_WAVE), "run() returned after the last queued step"
+    handle = next(iter(fake.open_handles))
+    assert not fake.tx_busy(handle, STEP, fake.TX_WAVE), "run() returned after the last queued step"
 
 
 def test_cancel_before_the_start_sends_nothing(fake: FakeLgpio, backend: LgpioStepBackend) -> None:
@@ -177,22 +203,16 @@ def test_make_backend(monkeypatch: pytest.MonkeyPatch) -> None:
             make_backend("pigpio", 27, pin_factory=factory)
     finally:
         factory.reset()
-    import openscan_pi.rig.backends as backends
-
-    fake = FakeLgpio()
-    monkeypatch.setattr(backends.importlib, "import_module",
-                        lambda name: fake if name == "lgpio" else __import__(name))
-    monkeypatch.setattr(backends.os.path, "exists", lambda path: path == "/dev/gpiochip0")
+    lgpio_import = install(monkeypatch)  # lgpio importable (the double), /dev/gpiochip0 there
+    installed = next(lgpio_import)
+    gpiochip_here(monkeypatch)
     chosen = make_backend("auto", 27, pin_factory=None)
-    assert isinstance(chosen, LgpioStepBackend) and fake.claims
+    assert isinstance(chosen, LgpioStepBackend) and installed.module.claims
     chosen.close()
-    monkeypatch.setattr(backends.importlib, "import_module", _no_lgpio)
+    next(lgpio_import, None)
+    monkeypatch.setitem(sys.modules, "lgpio", None)  # not installed
     with pytest.raises(RigError, match="lgpio module is not installed"):
         make_backend("lgpio", 27, pin_factory=None)
-
-
-def _no_lgpio(name: str) -> object:
-    raise ImportError(name)
 
 
 def test_python_backend_timing_on_mock_pins() -> None:

@@ -109,6 +109,24 @@ class CallScope:
             if self.reason:
                 _shut(sock)
 
+    def send_bound(self, data: Any) -> float | None:
+        """How long one send of ``data`` may block: as long as the stall rule allows for that many
+        bytes (``window * bytes / min_bytes``, at least the window); None without a stall rule.
+
+        urllib3 (1.26 and 2.x) sends a request's body while the socket still has the *connect*
+        timeout (the read timeout starts after the body), so a slow link would cut a part that is
+        moving well within the stall rule after ``cloud.connect_timeout_s``."""
+        if self.stall is None:
+            return None
+        least, window = self.stall
+        size = getattr(data, "nbytes", None)
+        if size is None:
+            try:
+                size = len(data)
+            except TypeError:  # a file: http.client sends it a block at a time
+                size = 8192
+        return window * max(1.0, size / max(1, least))
+
     def check(self) -> None:
         """Raise :class:`CallAborted` when the call must end (checked before each step)."""
         if self.reason is None:
@@ -334,6 +352,25 @@ class _WatchedConnection:
         scope = current()
         if scope is not None:
             scope.add(self.sock)  # type: ignore[attr-defined]  # the TLS socket, for HTTPS
+
+    def send(self, data: Any) -> None:
+        """http.client's ``send`` (the headers, then each piece of a body), bounded by the stall
+        rule (:meth:`CallScope.send_bound`) instead of the connect timeout urllib3 leaves on the
+        socket until the body is out; a send blocked that long is a stall. urllib3 sets the read
+        timeout itself once the body is sent."""
+        scope = current()
+        bound = scope.send_bound(data) if scope is not None else None
+        sock = getattr(self, "sock", None)
+        if bound is None or sock is None:
+            super().send(data)  # type: ignore[misc]
+            return
+        assert scope is not None
+        sock.settimeout(bound)
+        try:
+            super().send(data)  # type: ignore[misc]
+        except TimeoutError:  # socket.timeout
+            scope.abort(STALLED)
+            raise CallAborted(STALLED) from None
 
 
 class _HTTPConnection(_WatchedConnection, HTTPConnection):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -27,35 +28,71 @@ def _sd_notify() -> Callable[[str], Any] | None:
 
 
 class Notifier:
-    """Tells systemd how the daemon is (``sd_notify``); does nothing without ``NOTIFY_SOCKET``."""
+    """Tells systemd how the daemon is (``sd_notify``); does nothing without ``NOTIFY_SOCKET``.
+
+    ``systemd.daemon.notify`` raises OSError when sd_notify fails (systemd re-executing itself
+    during an upgrade leaves no notify socket for a moment): that is logged once per outage and the
+    notification dropped, so that neither the watchdog task nor a job's status change dies of it.
+    Once a notification goes through again, the latest ``STATUS=`` is sent too. Thread-safe.
+    """
 
     def __init__(self) -> None:
         notify = _sd_notify()
         if notify is None:
             log.debug("systemd-python is not installed: no sd_notify, watchdog or journal")
         self._notify = notify if "NOTIFY_SOCKET" in os.environ else None
-        self._last_status = ""
+        self._lock = threading.Lock()
+        self._last_status = ""  # the STATUS= systemd has
+        self._wanted_status = ""  # the STATUS= it should have
+        self._lost = 0  # notifications dropped in the current outage
 
     @property
     def enabled(self) -> bool:
         """True when systemd listens."""
         return self._notify is not None
 
-    def send(self, message: str) -> None:
-        """One notification (e.g. ``READY=1``)."""
-        if self._notify is not None:
+    def send(self, message: str) -> bool:
+        """One notification (e.g. ``READY=1``); False when it could not be sent."""
+        if self._notify is None:
+            return False
+        with self._lock:
+            if not self._deliver(message):
+                return False
+            if self._lost:
+                log.warning("systemd notifications go through again (%d were lost)", self._lost)
+                self._lost = 0
+                if self._wanted_status != self._last_status:
+                    self._deliver(f"STATUS={self._wanted_status}")
+            return True
+
+    def _deliver(self, message: str) -> bool:
+        assert self._notify is not None
+        try:
             self._notify(message)
+        except OSError as exc:
+            if not self._lost:
+                log.warning("systemd notification failed (%s, NOTIFY_SOCKET=%s): dropped, and the "
+                            "next ones are tried as they come", exc, os.environ.get("NOTIFY_SOCKET"))
+            self._lost += 1
+            return False
+        for line in message.split("\n"):
+            if line.startswith("STATUS="):
+                self._last_status = line.removeprefix("STATUS=")
+        return True
 
     def ready(self, status: str) -> None:
         """The daemon serves."""
-        self._last_status = status
+        with self._lock:
+            self._wanted_status = status
         self.send(f"READY=1\nSTATUS={status}")
 
     def status(self, text: str) -> None:
         """What ``systemctl status`` shows; sent only when it changes."""
-        if text != self._last_status:
-            self._last_status = text
-            self.send(f"STATUS={text}")
+        with self._lock:
+            self._wanted_status = text
+            if text == self._last_status:
+                return
+        self.send(f"STATUS={text}")
 
     def watchdog(self) -> None:
         """Proof of life."""

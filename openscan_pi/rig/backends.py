@@ -17,7 +17,6 @@ axis always knows where it is, even after a cancel.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 import os
@@ -29,6 +28,8 @@ from typing import Any, Protocol, runtime_checkable
 from gpiozero import DigitalOutputDevice
 
 from openscan_pi.rig.errors import RigError
+from openscan_pi.rig.lgpio_import import LgpioUnavailable, import_lgpio
+from openscan_pi.rig.outputs import lgpio_call
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ class LgpioStepBackend:
     thread's next wake-up, up to 20 ms after the first chunk is queued.
 
     ``lgpio_module`` injects a test double of the ``lgpio`` module and ``sleep`` a clock to go
-    with it; by default ``lgpio`` is imported here, never at module level.
+    with it; by default ``lgpio`` is imported here (:func:`import_lgpio`), never at module level.
     """
 
     def __init__(self, step_pin: int, *, chip: int = 0, lgpio_module: Any = None, pulse_us: int = 5,
@@ -136,8 +137,11 @@ class LgpioStepBackend:
                  max_chunk_steps: int = 1000, sleep: Callable[[float], None] | None = None) -> None:
         if lgpio_module is None:
             try:
-                lgpio_module = importlib.import_module("lgpio")
-            except ImportError as exc:
+                lgpio_module = import_lgpio()
+            except LgpioUnavailable as exc:
+                if exc.installed:
+                    raise RigError(f"rig.step_backend is lgpio but {exc}: {exc.fix}, or set "
+                                   "rig.step_backend: python") from exc
                 raise RigError("rig.step_backend is lgpio but the lgpio module is not installed: "
                                "apt install python3-lgpio, or set rig.step_backend: python") from exc
         self._lg = lgpio_module
@@ -160,15 +164,8 @@ class LgpioStepBackend:
 
     def _call(self, name: str, *args: Any) -> Any:
         """Call ``lgpio.<name>``; a negative status or an ``lgpio.error`` becomes a RigError."""
-        lg = self._lg
-        where = f"lgpio {name} on GPIO {self.step_pin} (gpiochip{self.chip}) failed"
-        try:
-            result = getattr(lg, name)(*args)
-        except lg.error as exc:
-            raise RigError(f"{where}: {exc}") from exc
-        if isinstance(result, int) and result < 0:
-            raise RigError(f"{where}: {lg.error_text(result)}")
-        return result
+        return lgpio_call(self._lg, name, *args,
+                          where=f"lgpio {name} on GPIO {self.step_pin} (gpiochip{self.chip}) failed")
 
     @property
     def max_ahead(self) -> int:
@@ -244,10 +241,13 @@ class LgpioStepBackend:
 
 
 def lgpio_available(chip: int = 0) -> bool:
-    """True when the ``lgpio`` module imports and ``/dev/gpiochip<chip>`` exists."""
+    """True when the ``lgpio`` module imports (see :func:`import_lgpio`) and ``/dev/gpiochip<chip>``
+    exists. lgpio installed but unable to start is logged as a warning, with the fix."""
     try:
-        importlib.import_module("lgpio")
-    except ImportError:
+        import_lgpio()
+    except LgpioUnavailable as exc:
+        if exc.installed:
+            log.warning("%s: STEP pulses will be timed by Python (%s)", exc, exc.fix)
         return False
     return os.path.exists(f"/dev/gpiochip{chip}")
 
@@ -258,16 +258,17 @@ def make_backend(kind: str, step_pin: int, *, pin_factory: Any = None,
 
     ``"python"``: :class:`PythonStepBackend` on ``pin_factory``; ``"lgpio"``:
     :class:`LgpioStepBackend`; ``"auto"``: lgpio when it imports and the gpiochip exists, unless
-    ``pin_factory`` is gpiozero's ``MockFactory`` (a simulated rig never touches real GPIO), else
+    the pin factory (``pin_factory``, else gpiozero's ``Device.pin_factory``) is gpiozero's
+    ``MockFactory`` (a simulated rig, or ``GPIOZERO_PIN_FACTORY=mock``, never touches real GPIO), else
     python. ``chip`` defaults to the pin factory's own (``LGPIOFactory.chip``: 4 on a Pi 5 with an
     older kernel), else 0.
     """
-    if chip is None:
-        factory = pin_factory
-        if factory is None:
-            from gpiozero import Device
+    factory = pin_factory
+    if factory is None:
+        from gpiozero import Device
 
-            factory = Device.pin_factory  # gpiozero's default, once a device has created it
+        factory = Device.pin_factory  # gpiozero's default, once a device has created it
+    if chip is None:
         chip = getattr(factory, "chip", 0)
         chip = chip if isinstance(chip, int) else 0
     if kind == "python":
@@ -278,7 +279,7 @@ def make_backend(kind: str, step_pin: int, *, pin_factory: Any = None,
         raise ValueError(f"unknown step backend {kind!r} (expected auto, python or lgpio)")
     from gpiozero.pins.mock import MockFactory
 
-    if not isinstance(pin_factory, MockFactory) and lgpio_available(chip):
+    if not isinstance(factory, MockFactory) and lgpio_available(chip):
         try:
             return LgpioStepBackend(step_pin, chip=chip)
         except RigError as exc:

@@ -10,6 +10,7 @@ from typing import Any
 from gpiozero import DigitalOutputDevice, PWMOutputDevice
 
 from openscan_pi.rig.errors import RigError
+from openscan_pi.rig.outputs import LgpioOutput, output_device
 from openscan_pi.schema import LightConfig
 
 log = logging.getLogger(__name__)
@@ -23,8 +24,9 @@ class RingLight:
     """The ring light's channels, as one light.
 
     With ``cfg.pwm`` each channel is a :class:`gpiozero.PWMOutputDevice` and ``on(brightness)``
-    dims it; otherwise each is a :class:`gpiozero.DigitalOutputDevice` and any brightness above 0
-    is fully on. ``cfg.active_high`` False drives the pins low for on.
+    dims it; otherwise each is an output of :func:`~openscan_pi.rig.outputs.output_device` (on a
+    Pi left driven off when closed) and any brightness above 0 is fully on.
+    ``cfg.active_high`` False drives the pins low for on.
 
     With ``cfg.idle_off_s`` set, the light switches itself off that long after the last
     :meth:`on` or :meth:`touch` (a scan touches it at every photo); None keeps it on.
@@ -46,15 +48,15 @@ class RingLight:
         self._generation = 0  # bumped on every on/touch/off: a stale timer does nothing
         self._brightness = 0.0
         self._closed = False
-        self._devices: list[DigitalOutputDevice | PWMOutputDevice] = []
+        self._devices: list[DigitalOutputDevice | PWMOutputDevice | LgpioOutput] = []
         try:
             for pin in cfg.pins:
                 if cfg.pwm:
                     self._devices.append(PWMOutputDevice(pin, active_high=cfg.active_high, initial_value=0,
                                                          frequency=PWM_FREQUENCY, pin_factory=pin_factory))
                 else:
-                    self._devices.append(DigitalOutputDevice(pin, active_high=cfg.active_high,
-                                                             initial_value=False, pin_factory=pin_factory))
+                    self._devices.append(output_device(pin, active_high=cfg.active_high,
+                                                       initial_value=False, pin_factory=pin_factory))
         except Exception:
             for device in self._devices:
                 device.close()

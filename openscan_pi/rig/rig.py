@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import logging
 import threading
 import warnings
 from pathlib import Path
@@ -29,10 +30,16 @@ from openscan_pi.rig.errors import RigError
 from openscan_pi.rig.state import load_position, save_position
 from openscan_pi.schema import AxisConfig
 
+log = logging.getLogger(__name__)
+
 
 def _pin_factory(simulated: bool) -> Any:
     """MockFactory (with PWM-capable pins) for the simulated rig, else gpiozero's default (lgpio
-    on a Pi); a machine without GPIO gets a one-line RigError instead of gpiozero's traceback."""
+    on a Pi, or whatever ``GPIOZERO_PIN_FACTORY`` names); a machine without GPIO gets a one-line
+    RigError instead of gpiozero's traceback.
+
+    ``Device.ensure_pin_factory()`` returns None: it only sets ``Device.pin_factory``, which is
+    the factory every device made without one uses, so that is the one returned."""
     if simulated:
         from gpiozero.pins.mock import MockFactory, MockPWMPin
 
@@ -40,14 +47,29 @@ def _pin_factory(simulated: bool) -> Any:
     from gpiozero import Device
     from gpiozero.exc import BadPinFactory, PinFactoryFallback
 
+    from openscan_pi.rig.lgpio_import import LgpioUnavailable, import_lgpio
+
+    broken: LgpioUnavailable | None = None
+    if Device.pin_factory is None:
+        try:
+            import_lgpio()  # before gpiozero's own import: LG_WD set, the working folder kept
+        except LgpioUnavailable as exc:
+            broken = exc if exc.installed else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PinFactoryFallback)
         try:
-            return Device.ensure_pin_factory()
+            Device.ensure_pin_factory()
         except BadPinFactory:
+            if broken is not None:
+                raise RigError(f"no GPIO here: gpiozero found no pin factory, and {broken}: "
+                               f"{broken.fix}") from None
             raise RigError("no GPIO here: gpiozero found no pin factory (on a Raspberry Pi: "
                            "apt install python3-lgpio; elsewhere: --simulate or rig.model: "
                            "simulated)") from None
+    if broken is not None:
+        log.warning("%s (%s): gpiozero uses %s instead", broken, broken.fix,
+                    type(Device.pin_factory).__name__)
+    return Device.pin_factory
 
 
 def calibrate_within(axis: str, cfg: AxisConfig, degrees: float) -> str:
@@ -116,9 +138,14 @@ class Rig:
             # The turntable turns freely (the shortest way round) unless it has limits.
             for name, axis_cfg, wrap in (("rotor", rig.rotor, False),
                                          ("turntable", rig.turntable, rig.turntable.min_angle is None)):
+                enable = enable_for(axis_cfg.enable_pin)
                 backend = make_backend(kind, axis_cfg.step_pin, pin_factory=pf)
-                axis = Axis(name, axis_cfg, pin_factory=pf, backend=backend,
-                            enable=enable_for(axis_cfg.enable_pin), wrap=wrap)
+                try:
+                    axis = Axis(name, axis_cfg, pin_factory=pf, backend=backend, enable=enable,
+                                wrap=wrap)
+                except BaseException:
+                    backend.close()  # the axis owns it only once it exists
+                    raise
                 self._closers.append(axis)
                 axes.append(axis)
             self.rotor, self.turntable = axes

@@ -1,4 +1,4 @@
-"""Stepper axes: DIR and EN through gpiozero, STEP through a step backend.
+"""Stepper axes: DIR and EN as outputs of :mod:`openscan_pi.rig.outputs`, STEP through a step backend.
 
 The integer step count is the truth (steppers have no encoders); angles are derived from it.
 :class:`Axis` is one driver (rotor or turntable), :class:`SharedEnable` the drivers' EN line (one pin
@@ -26,6 +26,7 @@ from gpiozero import DigitalOutputDevice
 from openscan_pi.rig.backends import StepBackend
 from openscan_pi.rig.errors import MoveCancelled, RigError
 from openscan_pi.rig.motion import move_time, step_deadlines
+from openscan_pi.rig.outputs import LgpioOutput, output_device
 from openscan_pi.schema import AxisConfig
 
 log = logging.getLogger(__name__)
@@ -69,16 +70,16 @@ class SharedEnable:
                  active_high: bool = False) -> None:
         self.pin_number = pin
         self.idle_disable_s = idle_disable_s
-        self._device = DigitalOutputDevice(pin, active_high=active_high, initial_value=False,
-                                           pin_factory=pin_factory)
+        self._device = output_device(pin, active_high=active_high, initial_value=False,
+                                     pin_factory=pin_factory)
         self._cond = threading.Condition()
         self._users = 0
         self._timer: threading.Timer | None = None
         self._closed = False
 
     @property
-    def device(self) -> DigitalOutputDevice:
-        """The gpiozero output on EN (``value`` 1 = drivers enabled)."""
+    def device(self) -> DigitalOutputDevice | LgpioOutput:
+        """The output on EN (``value`` 1 = drivers enabled; see :mod:`openscan_pi.rig.outputs`)."""
         return self._device
 
     @property
@@ -124,7 +125,7 @@ class SharedEnable:
         clear_pin_history(self._device)
 
     def close(self) -> None:
-        """Disable the drivers and release the pin."""
+        """Disable the drivers and release the pin (on a Pi it stays driven "disabled")."""
         with self._cond:
             self._closed = True
             self._cancel_timer()
@@ -193,7 +194,7 @@ class Axis:
         self.wrap = wrap
         self._backend = backend
         self._enable = enable
-        self._dir = DigitalOutputDevice(cfg.dir_pin, initial_value=False, pin_factory=pin_factory)
+        self._dir = output_device(cfg.dir_pin, initial_value=False, pin_factory=pin_factory)
         self._lock = threading.Lock()
         self._steps = self._normalise(self.steps_for(cfg.start_angle))
         self._last_move = 0

@@ -25,11 +25,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gpiozero import DigitalOutputDevice
-
 from openscan_pi.fsutil import disk_error
 from openscan_pi.rig.camera import Shot
 from openscan_pi.rig.errors import RigError
+from openscan_pi.rig.outputs import output_device
 from openscan_pi.schema import TriggerConfig
 
 LOG_NAME = "trigger-log.csv"
@@ -55,8 +54,9 @@ class CameraTrigger:
         self.cfg = cfg
         self._sleep = sleep
         self._lock = threading.Lock()
-        self._device = DigitalOutputDevice(cfg.pin, active_high=cfg.active_high, initial_value=False,
-                                           pin_factory=pin_factory)
+        # on a Pi the pin stays driven idle when closed (a floating line could fire the camera)
+        self._device = output_device(cfg.pin, active_high=cfg.active_high, initial_value=False,
+                                     pin_factory=pin_factory)
 
     @property
     def pin(self) -> int:

@@ -139,6 +139,31 @@ def test_a_hung_loop_starves_the_watchdog(service: Service, receiver: NotifyRece
     assert any(t < window["from"] for t in pings) and any(t > window["to"] for t in pings)
 
 
+def test_a_notify_socket_that_goes_away_and_comes_back(service: Service,
+                                                       receiver: NotifyReceiver) -> None:
+    """``systemd.daemon.notify`` raises OSError when sd_notify fails (systemd re-executing itself
+    during an upgrade leaves no notify socket for a moment). A scan runs on through that, and the
+    watchdog pings resume as soon as the socket is back."""
+    receiver.until(lambda m: m == "WATCHDOG=1")
+    receiver.close()
+    receiver.path.unlink()  # from now on every notification fails: FileNotFoundError
+    assert service.daemon is not None
+    job = service.daemon.scan(3, "outage.zip")
+    ended = threading.Event()
+    service.daemon.jobs[job["id"]].on_change(
+        lambda j: ended.set() if j.state.value in ("done", "failed") else None)
+    assert ended.wait(120)
+    assert service.daemon.jobs[job["id"]].state.value == "done"
+    back = NotifyReceiver(receiver.path)
+    try:
+        back.until(lambda m: m == "WATCHDOG=1", timeout=10)
+        # and systemctl status shows what the daemon does now, not what it did before the outage
+        assert back.until(lambda m: m.startswith("STATUS="), timeout=10) == (
+            f"STATUS=idle; last job {job['id']} done")
+    finally:
+        back.close()
+
+
 def test_journal_fields_through_the_sender_hook(service: Service) -> None:
     import logging
 
