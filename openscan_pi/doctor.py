@@ -1,9 +1,9 @@
 """``openscan-pi doctor``: check what a scan needs, one :class:`Check` each, with the fix.
 
 The checks, in order: ``config``, ``pins``, ``camera``, ``groups``, ``socket``, ``data_dir``,
-``jobs``, ``cloud``, ``token``, ``clock``. Each runs in its own thread with a time bound, and a check that
-fails, hangs or breaks never stops the others. Nothing here drives a pin, opens the camera or
-writes a file; hardware modules are imported only inside the checks that need them. With
+``jobs``, ``cloud``, ``token``, ``clock``, ``versions``. Each runs in its own thread with a time
+bound, and a check that fails, hangs or breaks never stops the others. Nothing here drives a pin,
+opens the camera or writes a file; hardware modules are imported only inside the checks that need them. With
 ``cloud.url: local`` the cloud checks ask a throwaway bundled local cloud (its store in a
 temporary folder, so a running daemon's local cloud is never touched).
 
@@ -361,6 +361,7 @@ def run_checks(cfg: Config, *, now: Callable[[], float] = time.time,
                camera_probe: Callable[[], list[dict[str, Any]]] | None = None) -> list[Check]:
     """Every check, in order; each bounded in time, none stopping the others."""
     from openscan_pi.doctor_cloud import check_clock, cloud_checks
+    from openscan_pi.doctor_versions import check_versions
 
     dates: list[str] = []
     plan: list[tuple[list[str], Callable[[], list[Check]], float]] = [
@@ -374,6 +375,7 @@ def run_checks(cfg: Config, *, now: Callable[[], float] = time.time,
         (["cloud", "token"], lambda: cloud_checks(cfg, dates), CLOUD_CHECKS_TIMEOUT_S),
         (["clock"], lambda: [check_clock(next(filter(None, reversed(dates)), None), now=now)],
          CHECK_TIMEOUT_S),
+        (["versions"], lambda: [check_versions()], CHECK_TIMEOUT_S),
     ]
     checks: list[Check] = []
     for names, fn, timeout in plan:

@@ -5,10 +5,15 @@ have (a Pi, a camera, a wrong clock, a full disk, a user without groups) with th
 
 from __future__ import annotations
 
+import configparser
 import json
 import os
+import platform
+import re
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -23,16 +28,17 @@ from typing import Any
 import pytest
 import yaml
 
-from openscan_pi import doctor
+from openscan_pi import doctor, doctor_versions
 from openscan_pi.cloud.local import LocalCloud, TokenLimits
 from openscan_pi.config import Config, load_config
 from openscan_pi.doctor import FAIL, OK, WARN, check_camera, check_data_dir, check_groups, check_pins
 from openscan_pi.doctor_cloud import check_clock
-from tests.conftest import TOKEN, run_cli
+from openscan_pi.doctor_versions import check_versions
+from tests.conftest import TOKEN, cli_env, run_cli
 from tests.daemon.conftest import DaemonProcess, daemon_config
 
 NAMES = ["config", "pins", "camera", "groups", "socket", "data_dir", "jobs", "cloud", "token",
-         "clock"]
+         "clock", "versions"]
 
 
 def write(path: Path, *, cloud_url: str = "local", token: str = TOKEN, rig: str = "simulated",
@@ -87,7 +93,7 @@ def test_simulate_passes_on_any_machine(tmp_path: Path) -> None:
     assert socket_line.startswith("warn  socket     the daemon is not running")
     assert socket_line.endswith("→ fix: sudo systemctl start openscan-pi (or run `openscan-pi daemon`)")
     assert "bundled local cloud at http://127.0.0.1:" in lines[7] and "online" in lines[7]
-    assert lines[-1].startswith("all 10 checks passed")
+    assert lines[-1].startswith("all 11 checks passed")
     assert not (tmp_path / "data").exists()  # doctor writes nothing
 
 
@@ -152,7 +158,7 @@ def test_unreachable_cloud_fails_cloud_and_token(tmp_path: Path) -> None:
     assert lines["cloud"].endswith(f"→ fix: check the network and cloud.url ({url})")
     assert lines["token"].startswith("FAIL  token      not checked: the cloud did not answer")
     assert lines["clock"].startswith("ok    clock ")
-    assert done.stdout.splitlines()[-1].startswith("2 of 10 checks failed")
+    assert done.stdout.splitlines()[-1].startswith("2 of 11 checks failed")
 
 
 def test_a_token_the_cloud_refuses(tmp_path: Path) -> None:
@@ -207,7 +213,7 @@ def test_a_real_rig_on_a_machine_without_gpio_or_camera(tmp_path: Path, cloud: L
                                   "python3-lgpio), or use --simulate")
     assert lines["camera"].startswith("FAIL  camera     picamera2 is not installed")
     assert "→ fix: sudo apt install python3-picamera2" in lines["camera"]
-    assert done.stdout.splitlines()[-1].startswith("2 of 10 checks failed")
+    assert done.stdout.splitlines()[-1].startswith("2 of 11 checks failed")
 
 
 # -- the parts that need hardware, a user or a clock we do not have --------------------------------
@@ -344,3 +350,84 @@ def test_a_hanging_check_does_not_stop_the_others(tmp_path: Path, cloud: LocalCl
     broke = doctor.bounded(["x", "y"], lambda: [][0], 5)
     assert [(c.name, c.status) for c in broke] == [("x", FAIL), ("y", FAIL)]
     assert broke[0].detail == "the check itself broke: IndexError: list index out of range"
+
+
+# -- the versions in use ---------------------------------------------------------------------------
+
+
+def fake_distributions(site: Path, versions: dict[str, str]) -> Path:
+    """A folder of installed-package records (``NAME-VERSION.dist-info``) and nothing else: first
+    on ``sys.path``, it is what the metadata of those packages says, as an apt or pip install is."""
+    for name, version in versions.items():
+        info = site / f"{name}-{version}.dist-info"
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    return site
+
+
+def test_versions_shows_the_libraries_imported() -> None:
+    import numpy
+    import PIL
+    import requests
+    import tqdm
+    import urllib3
+
+    check = check_versions()
+    assert check.status != FAIL, check  # what runs the tests is never below setup.cfg's minimums
+    assert check.detail.startswith(f"Python {platform.python_version()}; PyYAML {yaml.__version__}, ")
+    for name, module in [("requests", requests), ("urllib3", urllib3), ("tqdm", tqdm),
+                         ("numpy", numpy), ("Pillow", PIL)]:
+        assert f", {name} {module.__version__}" in check.detail, (name, check.detail)
+
+
+def test_versions_flags_an_old_library_with_its_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    site = fake_distributions(tmp_path / "site", {"simplejpeg": "1.6.6", "gpiozero": "1.6.2"})
+    monkeypatch.syspath_prepend(str(site))
+    check = check_versions()
+    assert check.status == FAIL
+    assert "gpiozero 1.6.2, " in check.detail and ", simplejpeg 1.6.6" in check.detail
+    assert check.detail.endswith("; gpiozero 1.6.2 is older than 2.0, the oldest openscan-pi is tested "
+                                 "with; simplejpeg 1.6.6 is older than 1.8.0: it has no "
+                                 "encode_jpeg_yuv_planes, so photos are encoded with Pillow instead "
+                                 "(slower, more memory)")
+    assert check.fix == (f"{sys.executable} -m pip install 'gpiozero>=2.0'; "
+                         f"{sys.executable} -m pip install 'simplejpeg>=1.8.0'")
+    # From apt (a venv with --system-site-packages on Raspberry Pi OS), apt is the first fix.
+    monkeypatch.setattr(doctor_versions, "APT_SITE", site)
+    from_apt = check_versions()
+    assert from_apt.fix is not None and from_apt.fix.startswith(
+        "sudo apt update && sudo apt install --only-upgrade python3-gpiozero (if the archive has no "
+        f"2.0 yet: {sys.executable} -m pip install 'gpiozero>=2.0'); sudo apt update")
+
+
+def test_an_old_simplejpeg_is_a_warning_of_the_doctor_command(tmp_path: Path) -> None:
+    site = fake_distributions(tmp_path / "site", {"simplejpeg": "1.7.6"})
+    env = cli_env()
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")]))
+    config = write(tmp_path / "c.yaml", cloud_url=f"http://127.0.0.1:{closed_port()}")
+    done = subprocess.run([sys.executable, "-m", "openscan_pi", "--config", str(config), "doctor",
+                           "--simulate"], capture_output=True, text=True, env=env, timeout=120,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stdout + done.stderr  # a warning: the scanner still works
+    line = done.stdout.splitlines()[-2]
+    assert line.startswith(f"warn  versions   Python {platform.python_version()}; PyYAML ")
+    assert line.endswith("; simplejpeg 1.7.6 is older than 1.8.0: it has no encode_jpeg_yuv_planes, so "
+                         "photos are encoded with Pillow instead (slower, more memory) → fix: "
+                         f"{sys.executable} -m pip install 'simplejpeg>=1.8.0'")
+
+
+@pytest.mark.parametrize(("version", "than", "is_older"), [
+    ("1.26", "1.26.0", False), ("1.26.12", "1.26.2", False), ("2.0.1.post3", "2.0", False),
+    ("0.2.2.0", "0.2.2", False), ("1.6.2", "2.0", True), ("1.7.6", "1.8.0", True), ("9.4.0", "11.1", True),
+])
+def test_version_order(version: str, than: str, is_older: bool) -> None:
+    assert doctor_versions.older(version, than) is is_older
+
+
+def test_the_minimums_are_those_of_setup_cfg() -> None:
+    setup = configparser.ConfigParser()
+    setup.read(Path(__file__).parents[1] / "setup.cfg")
+    lines = (setup["options"]["install_requires"] + setup["options.extras_require"]["pi"]).split()
+    declared = dict(re.findall(r"^([A-Za-z0-9_.-]+)>=([0-9.]+)$", "\n".join(lines), re.MULTILINE))
+    assert declared == doctor_versions.MINIMUMS
+    assert set(declared) <= set(doctor_versions.APT_NAMES)
