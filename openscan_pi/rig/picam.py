@@ -7,7 +7,9 @@ How the camera is driven, and why:
 
 - It stays open for the daemon's life with ONE still configuration, set once: a YUV420 main
   stream at ``camera.resolution`` with a single buffer. Full-resolution RGB buffers get the
-  process OOM-killed on a Pi Zero 2 W; YUV420 is half the size of RGB888.
+  process OOM-killed on a Pi Zero 2 W; YUV420 is half the size of RGB888. What ``configure``
+  grants is what is used: another 4:2:0 layout (NV12 on cameras without a planar format), or
+  another size (the nearest the camera has).
 - Exposure, analogue gain and colour gains are fixed for the whole scan so every photo matches:
   the configured values, or whatever the auto algorithms settle on during ``camera.settle_s``.
 - Focus per capture: an autofocus cycle (lens position None) or a manual ``LensPosition`` in
@@ -43,6 +45,8 @@ LENS_TOLERANCE = 0.05
 LENS_MAX_FRAMES = 60
 #: Frames to let pass after a lens move when the metadata does not report the lens position.
 LENS_BLIND_FRAMES = 3
+#: The YUV 4:2:0 layouts (picamera2's names) the JPEG encoders take.
+YUV420_FORMATS = ("YUV420", "YVU420", "NV12", "NV21")
 NO_CAMERA = ("no camera found: check the ribbon cable and `rpicam-hello --list-cameras` "
              "(on a Pi 4 or older, also `camera_auto_detect=1` in /boot/firmware/config.txt)")
 
@@ -73,6 +77,7 @@ class Picamera2Camera:
         self._cam: Any = None
         self._info: dict[str, Any] = {}
         self._size: tuple[int, int] = (0, 0)
+        self._format = "YUV420"  # the layout configure granted
         self._has_af = False
         self._model = "unknown"
         self._lens: float | None = None  # the manual lens position last set, None after AF
@@ -145,7 +150,7 @@ class Picamera2Camera:
         exif = exif_bytes(orientation=self.cfg.orientation, rotor=rotor, turntable=turntable,
                           index=index, lens_position=lens, make=MAKE, model=self._model)
         width, height = self._size
-        y, u, v = yuv420_planes(frame, width, height)
+        y, u, v = yuv_planes(frame, width, height, self._format)
         data = encode_jpeg_yuv420(y, u, v, quality=self.cfg.jpeg_quality, exif=exif)
         del frame, y, u, v
         size, crc = write_photo(path, data)
@@ -179,6 +184,15 @@ class Picamera2Camera:
         cam.configure(config)
         main = cam.camera_configuration()["main"]
         self._size = (int(main["size"][0]), int(main["size"][1]))
+        asked = (int(cfg.resolution[0]), int(cfg.resolution[1]))
+        if self._size != asked:
+            log.info("camera.resolution %dx%d is not offered by this camera: photos are %dx%d",
+                     *asked, *self._size)
+        self._format = str(main.get("format", "YUV420"))
+        if self._format not in YUV420_FORMATS:
+            raise CameraError(f"the camera gave {self._format} frames where YUV420 was asked: only YUV "
+                              f"4:2:0 ({', '.join(YUV420_FORMATS)}) can be encoded; this camera is "
+                              "not supported by the picamera2 backend")
         cam.options["quality"] = cfg.jpeg_quality  # for picamera2's own savers, should any run
         self._has_af = "AfMode" in available and "LensPosition" in available
         crop = scaler_crop(props.get("PixelArraySize"), cfg.crop)
@@ -197,7 +211,7 @@ class Picamera2Camera:
         pixel_array = props.get("PixelArraySize")
         return {"backend": self.name, "model": self._model,
                 "pixel_array": list(pixel_array) if pixel_array else None,
-                "resolution": list(self._size), "format": main.get("format", "YUV420"),
+                "resolution": list(self._size), "format": self._format,
                 "has_autofocus": self._has_af, "focus": focus,
                 "scaler_crop": list(crop) if crop else None, "jpeg_quality": cfg.jpeg_quality,
                 "jpeg_encoder": jpeg_encoder_name(), **locked}
@@ -283,6 +297,27 @@ def yuv420_planes(frame: Any, width: int, height: int) -> tuple[Any, Any, Any]:
     u = flat[u_start:v_start].reshape(chroma_rows, chroma_stride)[:, :width // 2]
     v = flat[v_start:v_start + chroma_rows * chroma_stride].reshape(chroma_rows, chroma_stride)
     return y, u, v[:, :width // 2]
+
+
+def yuv_planes(frame: Any, width: int, height: int, fmt: str) -> tuple[Any, Any, Any]:
+    """Y, U and V planes of picamera2's array of a frame in the 4:2:0 layout ``fmt``: planar
+    (``YUV420``, or ``YVU420`` with V first; see :func:`yuv420_planes`) or semi-planar (``NV12``,
+    or ``NV21`` with V first: after the Y rows, ``height / 2`` rows of interleaved chroma pairs)."""
+    if fmt in ("YUV420", "YVU420"):
+        y, first, second = yuv420_planes(frame, width, height)
+    elif fmt in ("NV12", "NV21"):
+        import numpy as np
+
+        stride = frame.shape[1]
+        flat = frame.reshape(-1)
+        luma = height * stride
+        y = flat[:luma].reshape(height, stride)[:, :width]
+        pairs = flat[luma:luma + height // 2 * stride].reshape(height // 2, stride)[:, :width // 2 * 2]
+        pairs = pairs.reshape(height // 2, width // 2, 2)
+        first, second = np.ascontiguousarray(pairs[..., 0]), np.ascontiguousarray(pairs[..., 1])
+    else:
+        raise CameraError(f"cannot encode {fmt} frames (only {', '.join(YUV420_FORMATS)})")
+    return (y, first, second) if fmt in ("YUV420", "NV12") else (y, second, first)
 
 
 def jpeg_encoder_name() -> str:
