@@ -195,6 +195,9 @@ class Picamera2Camera:
                               "not supported by the picamera2 backend")
         cam.options["quality"] = cfg.jpeg_quality  # for picamera2's own savers, should any run
         self._has_af = "AfMode" in available and "LensPosition" in available
+        if not self._has_af:
+            log.info("camera has no autofocus (no AfMode/LensPosition control): camera.focus is "
+                     "ignored; focus the lens by hand")
         crop = scaler_crop(props.get("PixelArraySize"), cfg.crop)
         if crop is not None:
             if "ScalerCrop" in available:
@@ -217,7 +220,11 @@ class Picamera2Camera:
                 "jpeg_encoder": jpeg_encoder_name(), **locked}
 
     def _lock_exposure(self, cam: Any, available: dict[str, Any]) -> dict[str, Any]:
-        """Settle once with the auto algorithms, then fix exposure, gain and colour gains."""
+        """Settle once with the auto algorithms, then fix exposure, gain and colour gains.
+
+        A camera without exposure controls (AeEnable, ExposureTime, AnalogueGain) says so in one
+        log line; nothing is settled or locked for it, and configured values it cannot take are
+        not reported as locked."""
         cfg = self.cfg
         fixed: dict[str, Any] = {}
         if cfg.exposure_us is not None:
@@ -226,7 +233,15 @@ class Picamera2Camera:
             fixed["AnalogueGain"] = float(cfg.analogue_gain)
         if cfg.colour_gains is not None:
             fixed["ColourGains"] = (float(cfg.colour_gains[0]), float(cfg.colour_gains[1]))
-        auto_ae = "ExposureTime" not in fixed or "AnalogueGain" not in fixed
+        has_exposure = any(k in available for k in ("AeEnable", "ExposureTime", "AnalogueGain"))
+        if not has_exposure:
+            ignored = [key for control, key in (("ExposureTime", "camera.exposure_us"),
+                                                ("AnalogueGain", "camera.analogue_gain"))
+                       if fixed.pop(control, None) is not None]
+            log.warning("camera has no exposure controls (AeEnable, ExposureTime, AnalogueGain): its "
+                        "exposure cannot be locked, so photos may differ in brightness%s",
+                        f"; {' and '.join(ignored)} ignored" if ignored else "")
+        auto_ae = has_exposure and ("ExposureTime" not in fixed or "AnalogueGain" not in fixed)
         auto_awb = "ColourGains" not in fixed and "ColourGains" in available
         measured: dict[str, Any] = {}
         if auto_ae or auto_awb:
@@ -246,9 +261,12 @@ class Picamera2Camera:
             locked["ColourGains"] = tuple(float(g) for g in locked["ColourGains"])
         _set(cam, available, {"AeEnable": False, "AwbEnable": False, **locked})
         gains = locked.get("ColourGains")
+        if not has_exposure:
+            source = "none (the camera has no exposure controls)"
+        else:
+            source = "configured" if not measured else f"settled for {cfg.settle_s} s"
         return {"exposure_us": locked.get("ExposureTime"), "analogue_gain": locked.get("AnalogueGain"),
-                "colour_gains": list(gains) if gains else None,
-                "exposure_source": "configured" if not measured else f"settled for {cfg.settle_s} s"}
+                "colour_gains": list(gains) if gains else None, "exposure_source": source}
 
     def _focus(self, cam: Any, lens_position: float | None) -> None:
         if not self._has_af:
