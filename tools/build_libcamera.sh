@@ -34,7 +34,7 @@ MESON_OPTIONS=(-Dpipelines=virtual "-Dipas=[]" -Dpycamera=enabled -Dudev=enabled
                -Dlc-compliance=disabled -Dtest=false -Ddocumentation=disabled -Dtracing=disabled
                -Dlibdw=disabled -Dlibunwind=disabled -Drpi-awb-nn=disabled -Dsoftisp-gpu=disabled)
 # Bumped when the build itself changes, so that an old prefix is built again.
-RECIPE=1
+RECIPE=2
 
 say() { printf 'build_libcamera: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -49,10 +49,6 @@ usage() {
 source_arg=$1
 repo=$(cd "$(dirname "$0")/.." && pwd)
 prefix=${2:-$repo/build/libcamera-prefix}
-mkdir -p "$prefix"
-prefix=$(cd "$prefix" && pwd)
-venv=$prefix/venv
-log=$prefix/build.log
 python=${PYTHON:-python3}
 
 # -- what is being built (the stamp decides whether to build again) ------------------------------
@@ -75,6 +71,10 @@ else
   die "$source_arg: no such file or folder (give the libcamera tarball, a source folder, or URL#TAG)"
 fi
 stamp="recipe $RECIPE; $source_id; ${MESON_OPTIONS[*]}"
+mkdir -p "$prefix"
+prefix=$(cd "$prefix" && pwd)
+venv=$prefix/venv
+log=$prefix/build.log
 
 # -- apt packages ---------------------------------------------------------------------------------
 missing=()
@@ -139,8 +139,15 @@ else
     meson setup "$work/build" "$src" --native-file "$work/native.ini" --prefix "$prefix" \
       --libdir lib --buildtype plain --wrap-mode nodownload \
       "${MESON_OPTIONS[@]}" &&
-      ninja -C "$work/build" -j "$(nproc)" &&
-      meson install -C "$work/build" --strip --quiet
+      # Only what gets installed (the libraries, the bindings and their generated headers), not
+      # the helper apps and IPA libraries the tests never load.
+      read -ra targets < <(meson introspect "$work/build" --targets | "$vpy" -c '
+import json, os, sys
+print(" ".join(os.path.relpath(f, sys.argv[1]) for t in json.load(sys.stdin) if t["installed"]
+               for f in t["filename"]))' "$work/build") &&
+      ((${#targets[@]})) &&
+      ninja -C "$work/build" -j "$(nproc)" "${targets[@]}" &&
+      meson install -C "$work/build" --no-rebuild --strip --quiet
   ) >>"$log" 2>&1 || { tail -n 40 "$log" >&2; die "the libcamera build failed (whole output in $log)"; }
   printf '%s\n' "$stamp" >"$prefix/.built"
   say "libcamera built"
