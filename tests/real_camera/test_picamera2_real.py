@@ -190,8 +190,7 @@ def test_missing_exposure_and_focus_controls_say_so_once_and_the_scan_goes_on(
         tmp_path: Path, cameras: list[Picamera2Camera], caplog: pytest.LogCaptureFixture) -> None:
     # Manual focus and fixed exposure asked of a camera that has neither control (an HQ camera
     # has no autofocus either): the photos are taken, the settings are ignored, one line each.
-    cfg = dataclasses.replace(config(tmp_path, resolution=[640, 480], exposure_us=20000).camera,
-                              focus=dataclasses.replace(config(tmp_path).camera.focus, mode="manual"))
+    cfg = config(tmp_path, resolution=[640, 480], exposure_us=20000, focus={"mode": "manual"}).camera
     slept: list[float] = []
     camera = Picamera2Camera(cfg, picamera2_module=PICAMERA2, controls_module=CONTROLS,
                              sleep=slept.append)
