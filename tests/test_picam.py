@@ -494,3 +494,30 @@ def test_an_old_picamera2_is_told(caplog: pytest.LogCaptureFixture) -> None:
     camera, _, _ = open_camera(camera_cfg(), FakePicamera2Module(legacy=True))
     camera.start()
     assert "picamera2 before 0.3.20" in caplog.text and "apt" in caplog.text
+
+
+@pytest.mark.parametrize("fmt", ["YUV420", "YVU420", "NV12", "NV21"])
+def test_planes_of_each_granted_yuv420_layout(fmt: str) -> None:
+    # A camera may grant another 4:2:0 layout than the YUV420 asked (libcamera's virtual camera
+    # gives NV12); rows padded to a stride wider than the image, as cameras do.
+    width, height, stride = 6, 4, 8
+    rng = np.random.default_rng(7)
+    y = rng.integers(0, 256, (height, width), dtype=np.uint8)
+    u = rng.integers(0, 256, (height // 2, width // 2), dtype=np.uint8)
+    v = rng.integers(0, 256, (height // 2, width // 2), dtype=np.uint8)
+    rows = np.zeros((height * 3 // 2, stride), dtype=np.uint8)
+    rows[:height, :width] = y
+    if fmt in ("NV12", "NV21"):
+        first, second = (u, v) if fmt == "NV12" else (v, u)
+        rows[height:, :width:2], rows[height:, 1:width:2] = first, second
+    else:
+        first, second = (u, v) if fmt == "YUV420" else (v, u)
+        chroma = rows[height:].reshape(-1)  # planes of half the stride and half the rows
+        half = height // 2 * stride // 2
+        chroma[:half].reshape(height // 2, stride // 2)[:, :width // 2] = first
+        chroma[half:].reshape(height // 2, stride // 2)[:, :width // 2] = second
+    got = picam.yuv_planes(rows, width, height, fmt)
+    for plane, want in zip(got, (y, u, v), strict=True):
+        assert np.array_equal(plane, want)
+    with pytest.raises(CameraError, match="cannot encode BGR888"):
+        picam.yuv_planes(rows, width, height, "BGR888")

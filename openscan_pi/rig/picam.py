@@ -18,6 +18,8 @@ How the camera is driven, and why:
   :class:`~openscan_pi.rig.camera.CameraStalled`. Each call runs under :attr:`watch`: one that
   does not return within its bound (picamera2 before 0.3.20 ignores ``wait=``) makes the daemon
   stop feeding the systemd watchdog.
+  What ``configure`` grants is what is used: another 4:2:0 layout (NV12 on cameras without a
+  planar format), or another size (the nearest the camera has).
 - Exposure, analogue gain and colour gains are fixed for the whole scan so every photo matches:
   the configured values, or whatever the auto algorithms settle on during ``camera.settle_s``.
 - Focus per capture: an autofocus cycle (lens position None) or a manual ``LensPosition`` in
@@ -62,6 +64,11 @@ NO_FRAME = "check the camera's ribbon cable and the power supply"
 OLD_PICAMERA2 = ("picamera2 before 0.3.20 cannot time out a stalled camera (then only the systemd "
                  "watchdog ends the wait, by restarting the daemon): `sudo apt install "
                  "--only-upgrade python3-picamera2`")
+#: The controls of a camera whose exposure can be set (a virtual camera has none of them).
+EXPOSURE_CONTROLS = ("AeEnable", "ExposureTime", "AnalogueGain")
+NO_EXPOSURE = "none (the camera has no exposure controls)"
+#: The YUV 4:2:0 layouts (picamera2's names) the JPEG encoders take.
+YUV420_FORMATS = ("YUV420", "YVU420", "NV12", "NV21")
 NO_CAMERA = ("no camera found: check the ribbon cable and `rpicam-hello --list-cameras` "
              "(on a Pi 4 or older, also `camera_auto_detect=1` in /boot/firmware/config.txt)")
 
@@ -92,6 +99,7 @@ class Picamera2Camera:
         self._cam: Any = None
         self._info: dict[str, Any] = {}
         self._size: tuple[int, int] = (0, 0)
+        self._format = "YUV420"  # the layout configure granted
         self._has_af = False
         self._model = "unknown"
         self._lens: float | None = None  # the manual lens position last set, None after AF
@@ -149,7 +157,7 @@ class Picamera2Camera:
         exif = exif_bytes(orientation=self.cfg.orientation, rotor=rotor, turntable=turntable,
                           index=index, lens_position=lens, make=MAKE, model=self._model)
         width, height = self._size
-        y, u, v = yuv420_planes(frame, width, height)
+        y, u, v = yuv_planes(frame, width, height, self._format)
         data = encode_jpeg_yuv420(y, u, v, quality=self.cfg.jpeg_quality, exif=exif,
                                   planes_encoder=self._encoder[0] if self._encoder else None)
         del frame, y, u, v
@@ -288,8 +296,20 @@ class Picamera2Camera:
         available = dict(cam.camera_controls)  # as the configured sensor mode has them
         main = cam.camera_configuration()["main"]
         self._size = (int(main["size"][0]), int(main["size"][1]))
+        asked = (int(cfg.resolution[0]), int(cfg.resolution[1]))
+        if self._size != asked:
+            log.info("camera.resolution %dx%d is not offered by this camera: photos are %dx%d",
+                     *asked, *self._size)
+        self._format = str(main.get("format", "YUV420"))
+        if self._format not in YUV420_FORMATS:
+            raise CameraError(f"the camera gave {self._format} frames where YUV420 was asked: only YUV "
+                              f"4:2:0 ({', '.join(YUV420_FORMATS)}) can be encoded; this camera is "
+                              "not supported by the picamera2 backend")
         cam.options["quality"] = cfg.jpeg_quality  # for picamera2's own savers, should any run
         self._has_af = "AfMode" in available and "LensPosition" in available
+        if not self._has_af:
+            log.info("camera has no autofocus (no AfMode/LensPosition control): camera.focus is "
+                     "ignored; focus the lens by hand")
         # The mode's own field of view: a cropped mode sees less than the whole pixel array.
         field = available["ScalerCrop"][1] if "ScalerCrop" in available else props.get("PixelArraySize")
         crop = scaler_crop(field, cfg.crop)
@@ -300,10 +320,19 @@ class Picamera2Camera:
                 log.warning("camera.crop is %s but this camera has no ScalerCrop: ignored", cfg.crop)
                 crop = None
         fixed = self._configured_exposure()
-        settle = ("ExposureTime" not in fixed or "AnalogueGain" not in fixed
+        has_exposure = any(k in available for k in EXPOSURE_CONTROLS)
+        if not has_exposure:
+            ignored = [key for control, key in (("ExposureTime", "camera.exposure_us"),
+                                                ("AnalogueGain", "camera.analogue_gain"))
+                       if fixed.pop(control, None) is not None]
+            if self._locked is None:  # said at the first open, not at each reopen after a stall
+                log.warning("camera has no exposure controls (%s): its exposure cannot be locked, "
+                            "so photos may differ in brightness%s", ", ".join(EXPOSURE_CONTROLS),
+                            f"; {' and '.join(ignored)} ignored" if ignored else "")
+        settle = ((has_exposure and ("ExposureTime" not in fixed or "AnalogueGain" not in fixed))
                   or ("ColourGains" not in fixed and "ColourGains" in available))
         if self._locked is None and not settle:
-            self._remember(fixed, measured=False)
+            self._remember(fixed, source="configured" if has_exposure else NO_EXPOSURE)
         if self._locked is not None:
             # Known already (configured, or locked before the camera was opened again): set
             # before start, so they hold from the first frame (controls set on a running camera
@@ -321,7 +350,7 @@ class Picamera2Camera:
         pixel_array = props.get("PixelArraySize")
         return {"backend": self.name, "model": self._model,
                 "pixel_array": list(pixel_array) if pixel_array else None,
-                "resolution": list(self._size), "format": main.get("format", "YUV420"),
+                "resolution": list(self._size), "format": self._format,
                 "has_autofocus": self._has_af, "focus": focus,
                 "scaler_crop": list(crop) if crop else None, "jpeg_quality": cfg.jpeg_quality,
                 "jpeg_encoder": self._encoder[1] if self._encoder else jpeg_encoder_name(), **locked}
@@ -341,19 +370,22 @@ class Picamera2Camera:
     def _lock_exposure(self, cam: Any, available: dict[str, Any], fixed: dict[str, Any]) -> dict[str, Any]:
         """Settle once with the auto algorithms (``fixed`` values stay fixed while the rest
         settles around them), then fix exposure, gain and colour gains."""
-        auto_ae = "ExposureTime" not in fixed or "AnalogueGain" not in fixed
+        has_exposure = any(k in available for k in EXPOSURE_CONTROLS)
+        auto_ae = has_exposure and ("ExposureTime" not in fixed or "AnalogueGain" not in fixed)
         auto_awb = "ColourGains" not in fixed and "ColourGains" in available
         _set(cam, available, {"AeEnable": auto_ae, "AwbEnable": auto_awb, **fixed})
         self._sleep(self.cfg.settle_s)
         metadata = self._call("capture_metadata", cam.capture_metadata, wait=True)
         measured = {key: metadata[key] for key in ("ExposureTime", "AnalogueGain", "ColourGains")
                     if key not in fixed and metadata.get(key) is not None}
-        self._remember({**measured, **fixed}, measured=bool(measured))
+        source = (f"settled for {self.cfg.settle_s} s" if measured
+                  else "configured" if has_exposure else NO_EXPOSURE)
+        self._remember({**measured, **fixed}, source=source)
         assert self._locked is not None
         _set(cam, available, {"AeEnable": False, "AwbEnable": False, **self._locked})
         return self._locked_info
 
-    def _remember(self, locked: dict[str, Any], *, measured: bool) -> None:
+    def _remember(self, locked: dict[str, Any], *, source: str) -> None:
         """Keep ``locked`` (normalised) for this scan's photos, and what start() says of it."""
         if "ExposureTime" in locked:
             locked["ExposureTime"] = int(locked["ExposureTime"])
@@ -366,7 +398,7 @@ class Picamera2Camera:
         self._locked_info = {
             "exposure_us": locked.get("ExposureTime"), "analogue_gain": locked.get("AnalogueGain"),
             "colour_gains": list(gains) if gains else None,
-            "exposure_source": f"settled for {self.cfg.settle_s} s" if measured else "configured"}
+            "exposure_source": source}
 
     def _focus(self, cam: Any, lens_position: float | None) -> None:
         if not self._has_af:
@@ -420,6 +452,27 @@ def yuv420_planes(frame: Any, width: int, height: int) -> tuple[Any, Any, Any]:
     u = flat[u_start:v_start].reshape(chroma_rows, chroma_stride)[:, :width // 2]
     v = flat[v_start:v_start + chroma_rows * chroma_stride].reshape(chroma_rows, chroma_stride)
     return y, u, v[:, :width // 2]
+
+
+def yuv_planes(frame: Any, width: int, height: int, fmt: str) -> tuple[Any, Any, Any]:
+    """Y, U and V planes of picamera2's array of a frame in the 4:2:0 layout ``fmt``: planar
+    (``YUV420``, or ``YVU420`` with V first; see :func:`yuv420_planes`) or semi-planar (``NV12``,
+    or ``NV21`` with V first: after the Y rows, ``height / 2`` rows of interleaved chroma pairs)."""
+    if fmt in ("YUV420", "YVU420"):
+        y, first, second = yuv420_planes(frame, width, height)
+    elif fmt in ("NV12", "NV21"):
+        import numpy as np
+
+        stride = frame.shape[1]
+        flat = frame.reshape(-1)
+        luma = height * stride
+        y = flat[:luma].reshape(height, stride)[:, :width]
+        pairs = flat[luma:luma + height // 2 * stride].reshape(height // 2, stride)[:, :width // 2 * 2]
+        pairs = pairs.reshape(height // 2, width // 2, 2)
+        first, second = np.ascontiguousarray(pairs[..., 0]), np.ascontiguousarray(pairs[..., 1])
+    else:
+        raise CameraError(f"cannot encode {fmt} frames (only {', '.join(YUV420_FORMATS)})")
+    return (y, first, second) if fmt in ("YUV420", "NV12") else (y, second, first)
 
 
 def yuv_planes_encoder() -> tuple[Callable[..., bytes] | None, str]:
