@@ -68,7 +68,7 @@ def daemon_for(args: argparse.Namespace, cfg: Config) -> DaemonClient | None:
 def daemon(args: argparse.Namespace, cfg: Config | None) -> int:
     """``daemon``: run the service in the foreground, logging to stderr."""
     from openscan_pi.config import SIMULATE_OVERRIDES, load_config
-    from openscan_pi.daemon.main import run
+    from openscan_pi.daemon.service import run
     from openscan_pi.daemon.systemd import under_journal
     from openscan_pi.logs import setup_logging
 

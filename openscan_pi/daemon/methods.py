@@ -1,4 +1,4 @@
-"""The socket's methods: check the parameters, then ask the :class:`Daemon` (off the event loop
+"""The socket's methods: check the parameters, then ask the :class:`Scheduler` (off the event loop
 when that may block).
 
 The contract's methods are ``status``, ``jobs``, ``scan {positions, project?}``, ``cancel {job?}``,
@@ -27,7 +27,7 @@ from openscan_pi.names import job_problem, project_problem
 from openscan_pi.plan import MAX_POSITIONS  # most positions one scan may ask for
 
 if TYPE_CHECKING:
-    from openscan_pi.daemon.service import Daemon
+    from openscan_pi.daemon.scheduler import Scheduler
     from openscan_pi.rig.rig import Rig
 
 log = logging.getLogger(__name__)
@@ -110,29 +110,29 @@ def _capture(rig: Rig, lens_position: float | None) -> dict[str, Any]:
             "jpeg_base64": base64.b64encode(data).decode("ascii") if data else None}
 
 
-def make_methods(daemon: Daemon) -> dict[str, Handler]:
+def make_methods(scheduler: Scheduler) -> dict[str, Handler]:
     """The method table the server dispatches on."""
 
     async def status(params: dict[str, Any], conn: Connection) -> Any:
         Params(params, ())
-        return daemon.status()
+        return scheduler.status()
 
     async def jobs(params: dict[str, Any], conn: Connection) -> Any:
         Params(params, ())
-        return await asyncio.to_thread(daemon.list_jobs)  # it looks at the disk
+        return await asyncio.to_thread(scheduler.list_jobs)  # it looks at the disk
 
     async def jobs_broken(params: dict[str, Any], conn: Connection) -> Any:
         Params(params, ())
-        return await asyncio.to_thread(daemon.broken_jobs)
+        return await asyncio.to_thread(scheduler.broken_jobs)
 
     async def job(params: dict[str, Any], conn: Connection) -> Any:
         p = Params(params, ("job",))
-        return daemon.job_public(str(p.name("job", job_problem, required=True)))
+        return scheduler.job_public(str(p.name("job", job_problem, required=True)))
 
     async def subscribe(params: dict[str, Any], conn: Connection) -> Any:
         Params(params, ())
         conn.subscribed = True
-        return daemon.status()
+        return scheduler.status()
 
     async def scan(params: dict[str, Any], conn: Connection) -> Any:
         p = Params(params, ("positions", "project"))
@@ -144,8 +144,8 @@ def make_methods(daemon: Daemon) -> dict[str, Handler]:
         project = p.name("project", project_problem)
         # The token check waits on the cloud in a thread of its own, shared by the scans asked
         # meanwhile and bounded: the workers below are never held by a cloud that hangs.
-        await daemon.token_check.settle()
-        return await asyncio.to_thread(daemon.scan, int(positions or 0), project)
+        await scheduler.token_check.settle()
+        return await asyncio.to_thread(scheduler.scan, int(positions or 0), project)
 
     async def cancel(params: dict[str, Any], conn: Connection) -> Any:
         p = Params(params, ("job",))
@@ -153,21 +153,21 @@ def make_methods(daemon: Daemon) -> dict[str, Handler]:
         log.info("cancel of %s asked by %s", "the running job" if raw is None else quote(raw),
                  conn.peer)
         job_id = p.name("job", job_problem)
-        target, stopped = daemon.cancel(job_id)
+        target, stopped = scheduler.cancel(job_id)
         if stopped is not None:  # waited for without a thread: any number of cancels at once
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(stopped)), CANCEL_WAIT_S)
-        return daemon.job_public(target)
+        return scheduler.job_public(target)
 
     async def retry(params: dict[str, Any], conn: Connection) -> Any:
         p = Params(params, ("job",))
         log.info("retry of %s asked by %s", quote(params.get("job")), conn.peer)
         job_id = str(p.name("job", job_problem, required=True))
-        return await asyncio.to_thread(daemon.retry, job_id)
+        return await asyncio.to_thread(scheduler.retry, job_id)
 
     async def on_rig(name: str, conn: Connection, call: Any) -> Any:
         log.info("rig %s asked by %s", name, conn.peer)
-        return await asyncio.wrap_future(daemon.rig_call(name, call))
+        return await asyncio.wrap_future(scheduler.rig_call(name, call))
 
     def angles(rig: Rig) -> dict[str, float]:
         rotor, turntable = rig.angles()

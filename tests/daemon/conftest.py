@@ -23,7 +23,7 @@ import yaml
 from openscan_pi.cloud.local import LocalCloud
 from openscan_pi.config import Config
 from openscan_pi.daemon.client import DaemonClient, NotRunning
-from openscan_pi.daemon.main import Service
+from openscan_pi.daemon.service import Service
 
 from ..conftest import TOKEN, cli_env
 

@@ -17,7 +17,7 @@ import pytest
 
 from openscan_pi.config import Config, load_config
 from openscan_pi.daemon.client import DaemonClient
-from openscan_pi.daemon.main import Service
+from openscan_pi.daemon.service import Service
 from tests import fake_picamera2 as fake
 from tests.daemon.conftest import WAIT_S, service_in_thread
 from tests.daemon.test_systemd import NotifyReceiver
@@ -114,7 +114,7 @@ def test_a_camera_wedged_past_its_bound_starves_the_watchdog(
     monkeypatch.setenv("WATCHDOG_USEC", "100000")  # fed every 0.05 s
     picamera2.legacy, picamera2.stall_after, picamera2.stall_reopens = True, 2, None
     said = Said()
-    logger = logging.getLogger("openscan_pi.daemon.main")
+    logger = logging.getLogger("openscan_pi.daemon.service")
     logger.addHandler(said)
     try:
         with service_in_thread(camera_config(short_dir)) as service:

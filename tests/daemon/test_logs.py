@@ -15,8 +15,8 @@ import pytest
 from openscan_pi.cloud.errors import mask
 from openscan_pi.config import load_config
 from openscan_pi.daemon.client import DaemonClient, DaemonError
-from openscan_pi.daemon.main import Service
 from openscan_pi.daemon.protocol import INVALID_PARAMS, REFUSED
+from openscan_pi.daemon.service import Service
 from openscan_pi.logs import setup_logging
 from tests.conftest import TOKEN
 from tests.daemon.conftest import DaemonProcess, daemon_config, service_in_thread

@@ -10,19 +10,19 @@ from pathlib import Path
 import pytest
 
 from openscan_pi.config import load_config
-from openscan_pi.daemon.service import Daemon
+from openscan_pi.daemon.scheduler import Scheduler
 from tests.daemon.conftest import daemon_config
 
 
 @pytest.fixture
-def daemon(short_dir: Path) -> Iterator[Daemon]:
-    d = Daemon(load_config(daemon_config(short_dir), env={}))
+def daemon(short_dir: Path) -> Iterator[Scheduler]:
+    d = Scheduler(load_config(daemon_config(short_dir), env={}))
     d.start()
     yield d
     d.stop()
 
 
-def test_the_next_rig_call_asked_as_the_answer_arrives_is_taken(daemon: Daemon) -> None:
+def test_the_next_rig_call_asked_as_the_answer_arrives_is_taken(daemon: Scheduler) -> None:
     followed: concurrent.futures.Future[concurrent.futures.Future] = concurrent.futures.Future()
 
     def next_call(done: concurrent.futures.Future) -> None:  # runs as the answer is handed over

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from openscan_pi.config import load_config
-from openscan_pi.daemon.main import Service
+from openscan_pi.daemon.service import Service
 from openscan_pi.daemon.systemd import journal_handler, status_line
 from openscan_pi.fsutil import read_json
 from tests.daemon.conftest import DaemonProcess, service_in_thread
@@ -147,13 +147,13 @@ def test_a_notify_socket_that_goes_away_and_comes_back(service: Service,
     receiver.until(lambda m: m == "WATCHDOG=1")
     receiver.close()
     receiver.path.unlink()  # from now on every notification fails: FileNotFoundError
-    assert service.daemon is not None
-    job = service.daemon.scan(3, "outage.zip")
+    assert service.scheduler is not None
+    job = service.scheduler.scan(3, "outage.zip")
     ended = threading.Event()
-    service.daemon.jobs[job["id"]].on_change(
+    service.scheduler.jobs[job["id"]].on_change(
         lambda j: ended.set() if j.state.value in ("done", "failed") else None)
     assert ended.wait(120)
-    assert service.daemon.jobs[job["id"]].state.value == "done"
+    assert service.scheduler.jobs[job["id"]].state.value == "done"
     back = NotifyReceiver(receiver.path)
     try:
         back.until(lambda m: m == "WATCHDOG=1", timeout=10)
@@ -179,10 +179,10 @@ def test_journal_fields_through_the_sender_hook(service: Service) -> None:
     level = root.level
     root.setLevel(logging.INFO)
     try:
-        assert service.daemon is not None
-        job = service.daemon.scan(3, "journal-test.zip")
+        assert service.scheduler is not None
+        job = service.scheduler.scan(3, "journal-test.zip")
         done = threading.Event()
-        service.daemon.jobs[job["id"]].on_change(
+        service.scheduler.jobs[job["id"]].on_change(
             lambda j: done.set() if j.state.value in ("done", "failed") else None)
         assert done.wait(120)
     finally:
