@@ -10,7 +10,6 @@ import errno
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 DEFAULT_DATA_DIR = "/var/lib/openscan-pi"
 DEFAULT_SOCKET = "/run/openscan-pi/openscan-pi.sock"
@@ -122,22 +121,37 @@ def quick_socket_candidates(explicit: str | None) -> list[Path] | None:
     None when only a full load can tell.
 
     A config file that does not mention ``socket`` cannot move the socket; one that does is read
-    for that one key.
+    for that one key: without the YAML library when it is written in plain block style
+    (:mod:`openscan_pi.yamlkey`), else with the guarded YAML loader.
     """
     chosen = find_config_file(explicit)
-    configured: Any = DEFAULT_SOCKET
-    if chosen is not None:
-        try:
-            text = chosen.read_text("utf-8")
-        except (OSError, UnicodeDecodeError):
-            return None
-        if "socket" in text:
-            from openscan_pi.yamlload import load
-
-            try:  # the guarded loader: libyaml's own crashes on deep nesting
-                configured = load(text)["daemon"]["socket"]
-            except Exception:  # anything unusual: the full load explains it
-                return None
-            if not isinstance(configured, str) or not configured.startswith(("/", "~")):
-                return None
+    if chosen is None:
+        return socket_candidates(DEFAULT_SOCKET)
+    try:
+        text = chosen.read_text("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    if "socket" not in text:
+        return socket_candidates(DEFAULT_SOCKET)
+    configured = _configured_socket(text)
+    if not isinstance(configured, str) or not configured.startswith(("/", "~")):
+        return None
     return socket_candidates(configured)
+
+
+def _configured_socket(text: str) -> object:
+    """``daemon.socket`` as the config file ``text`` sets it (the default when it does not), or
+    None when it cannot be read."""
+    from openscan_pi.yamlkey import MISSING, UNSURE, read_text_value
+
+    value = read_text_value(text, ("daemon", "socket"))
+    if value is MISSING:
+        return DEFAULT_SOCKET
+    if value is not UNSURE:
+        return value
+    from openscan_pi.yamlload import load
+
+    try:  # the guarded loader: libyaml's own crashes on deep nesting
+        return load(text)["daemon"]["socket"]
+    except Exception:  # anything unusual: the full load explains it
+        return None

@@ -6,21 +6,22 @@ at the top.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import socket
 import sys
 import time
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from openscan_pi.commands.common import emit_json, on_stdout_closed
 from openscan_pi.daemon.client import DaemonClient, find_daemon, not_running
 from openscan_pi.errors import InputError, UserError
-from openscan_pi.names import check_job_id
 from openscan_pi.paths import quick_socket_candidates, socket_candidates
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (`status` starts quickly)
 if TYPE_CHECKING:
+    import argparse
+    from pathlib import Path
+    from typing import Any
+
     from openscan_pi.config import Config
 
 FINISHED = ("done", "failed", "cancelled")
@@ -259,6 +260,8 @@ def follow(client: DaemonClient, cfg: Config, job_id: str, json_output: bool) ->
 def cancel(args: argparse.Namespace, cfg: Config | None) -> int:
     """``cancel [JOB]``: through the daemon, or on disk when no daemon runs."""
     if args.job is not None:
+        from openscan_pi.names import check_job_id
+
         check_job_id(args.job)
     client, loaded = quick_daemon(args)
     if client is not None:

@@ -7,12 +7,15 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 from openscan_pi.daemon import protocol
 from openscan_pi.errors import UserError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (`status` starts quickly)
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+    from typing import Any
 
 #: Exit status of ``status`` when no daemon answers (as ``systemctl status`` for a stopped unit).
 EX_NOT_RUNNING = 3
