@@ -70,12 +70,12 @@ def daemon(args: argparse.Namespace, cfg: Config | None) -> int:
     """``daemon``: run the service in the foreground, logging to stderr."""
     from openscan_pi.config import SIMULATE_OVERRIDES, load_config
     from openscan_pi.daemon.service import run
-    from openscan_pi.daemon.systemd import under_journal
+    from openscan_pi.daemon.systemd import journal_handler, under_journal
     from openscan_pi.logs import setup_logging
 
     assert cfg is not None
     setup_logging(debug=args.debug, secrets=(cfg.cloud.token, cfg.cloud.password), service=True,
-                  journal=under_journal())
+                  journal=journal_handler() if under_journal() else None)
 
     def reload() -> Config:
         return load_config(args.config, overrides=SIMULATE_OVERRIDES if args.simulate else None)
