@@ -42,6 +42,8 @@ _ITEM = r"-?[A-Za-z0-9_.+/~]+"
 _VALUE = (rf"(?P<plain>{_PLAIN})|\"(?P<double>[^\"\\]*)\"|'(?P<single>[^']*)'"
           rf"|(?P<list>\[ *(?:{_ITEM}(?: *, *{_ITEM})*)? *\])")
 _LINE = re.compile(rf"(?P<indent> *)(?P<key>[A-Za-z_][A-Za-z0-9_]*):(?: +(?:{_VALUE}))?(?: +#.*)? *")
+#: An item of a block list, holding one value of the kinds above.
+_LIST_ITEM = re.compile(r"(?P<indent> *)- +(?:" + re.sub(r"\(\?P<\w+>", "(?:", _VALUE) + r")(?: +#.*)? *")
 #: Characters the subset leaves to the YAML loader: control characters (tabs and carriage returns
 #: included), YAML's other line breaks, surrogates, byte-order marks and non-characters.
 _ODD = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufeff\ufffe\uffff]")
@@ -61,6 +63,7 @@ def read_text_value(text: str, key_path: tuple[str, ...]) -> str | Answer:
         return UNSURE
     levels: list[tuple[int, set[str], tuple[str, ...]]] = []  # indent, keys so far, where
     opener: tuple[int, tuple[str, ...]] | None = None  # the last key without a value
+    items: tuple[int, int] | None = None  # a list of plain items: their indent, their key's
     without_value: set[tuple[str, ...]] = set()
     opened: set[tuple[str, ...]] = set()
     found: re.Match[str] | None = None
@@ -70,8 +73,22 @@ def read_text_value(text: str, key_path: tuple[str, ...]) -> str | Answer:
             continue
         match = _LINE.fullmatch(line)
         if match is None:
-            return UNSURE
+            match = _LIST_ITEM.fullmatch(line)
+            if match is None:
+                return UNSURE
         indent = len(match["indent"])
+        if match.re is _LIST_ITEM:  # an item of a list: the value of the key above it
+            if items is None and opener is not None and indent >= opener[0] and levels:
+                if opener[1] == key_path[:len(opener[1])]:
+                    return UNSURE  # the key, or a parent of it, is a list
+                items, opener = (indent, opener[0]), None
+            elif items is None or indent != items[0]:
+                return UNSURE
+            continue
+        if items is not None:
+            if indent > items[1]:
+                return UNSURE
+            items = None
         if not levels:
             if indent:
                 return UNSURE

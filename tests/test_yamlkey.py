@@ -54,6 +54,7 @@ def agrees(text: str) -> str | Answer:
     ("camera:\n  resolution: [4056, 3040]\n  focus:\n    stack_range: [3.0, 6.0]\n"
      "daemon:\n  socket: /s\n", "/s"),
     ("# socket: /not/this\ncloud:\n  url: http://x:1334/a\n", MISSING),
+    ("camera:\n  resolution:\n  - 640\n  - 480\ndaemon:\n  socket: /s\nrig:\n  pins:\n    - 17\n", "/s"),
 ])
 def test_reads_what_the_yaml_loader_reads(text: str, expected: str | Answer) -> None:
     assert agrees(text) == expected
@@ -82,6 +83,9 @@ def test_reads_what_the_yaml_loader_reads(text: str, expected: str | Answer) -> 
     "daemon:\n  socket: /a\r\n",                     # a carriage return
     "daemon:\n  socket: /a\x00b\n",                  # a control character
     "daemon:\n  - socket: /a\n",                     # a block list
+    "daemon:\n- /a\n",                                # daemon is a list
+    "daemon:\n  socket:\n  - /a\n",                  # the socket is a list
+    "x:\n  - 1\n    - 2\n",                          # items that do not line up
     "# only a comment about the socket\n",
     "daemon:\n  socket: /a:\n",                      # a value ending in ':'
 ])
@@ -95,17 +99,19 @@ def test_the_shipped_config_files_are_inside_the_subset() -> None:
         assert agrees(text) == "/run/openscan-pi/openscan-pi.sock", path
 
 
-SECTIONS = ["daemon:", "cloud:", "rig:", "daemon: null", " daemon:", "daemon: {}", "# socket", ""]
+SECTIONS = ["daemon:", "cloud:", "rig:", "daemon: null", " daemon:", "daemon: {}", "# socket", "",
+            "- /a", "daemon: /a"]
 CHILDREN = ["socket: /a", "socket: '/b c'", "socket: \"/h\"", "socket: /i # c", "socket: /j:k",
             "socket:", "socket: ~", "socket: x", "data_dir: /d", "url: http://x:1", "retries: 3",
-            "pins: [17, 27]", "light:", "  socket: /f", "  x: 1", " socket: /g", "- 2", "# c", ""]
+            "pins: [17, 27]", "light:", "  socket: /f", "  x: 1", " socket: /g", "- 2", "# c", "",
+            "  - 3", "- /k", "- a: 1"]
 
 
 def test_random_documents_agree_with_the_yaml_loader() -> None:
     """Sections of random lines: whatever the reader answers (when it is sure) the loader answers."""
     rng = random.Random(20261203)
     answers: dict[str, int] = {"text": 0, "missing": 0, "unsure": 0}
-    for _ in range(6000):
+    for _ in range(8000):
         lines = []
         for _ in range(rng.randint(1, 3)):
             lines.append(rng.choice(SECTIONS))
@@ -113,4 +119,4 @@ def test_random_documents_agree_with_the_yaml_loader() -> None:
             lines += [indent + rng.choice(CHILDREN) for _ in range(rng.randint(0, 3))]
         got = agrees("\n".join(lines) + "\n")
         answers["unsure" if got is UNSURE else "missing" if got is MISSING else "text"] += 1
-    assert answers["text"] > 50 and answers["missing"] > 200, answers  # both put to the test
+    assert answers["text"] > 40 and answers["missing"] > 200, answers  # both put to the test

@@ -14,7 +14,13 @@ import time
 from openscan_pi.commands.common import emit_json, on_stdout_closed
 from openscan_pi.daemon.client import DaemonClient, find_daemon, not_running
 from openscan_pi.errors import InputError, UserError
-from openscan_pi.paths import quick_socket_candidates, socket_candidates
+from openscan_pi.paths import (
+    DEFAULT_SOCKET,
+    find_config_file,
+    quick_socket_candidates,
+    socket_candidates,
+    socket_path,
+)
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (`status` starts quickly)
 if TYPE_CHECKING:
@@ -38,13 +44,18 @@ def _load(args: argparse.Namespace) -> Config:
     return load_config(args.config)
 
 
-def quick_daemon(args: argparse.Namespace) -> tuple[DaemonClient | None, Config | None]:
+def quick_daemon(args: argparse.Namespace, *, config_needed: bool = True
+                 ) -> tuple[DaemonClient | None, Config | None]:
     """The running daemon, found without loading the whole config when that is safe (``status``
-    runs all day over SSH); else after loading it (a broken config is then reported)."""
+    runs all day over SSH); else after loading it (a broken config is then reported). Without
+    ``config_needed`` and without a config file, (None, None) when no daemon answers: the built-in
+    defaults hold nothing to report."""
     quick = quick_socket_candidates(args.config)
     client = find_daemon(quick) if quick else None
     if client is not None:
         return client, None
+    if not config_needed and quick is not None and find_config_file(args.config) is None:
+        return None, None
     cfg = _load(args)
     return find_daemon(candidates(cfg)), cfg
 
@@ -149,10 +160,9 @@ def render(status: dict[str, Any]) -> str:
 
 def status(args: argparse.Namespace, cfg: Config | None) -> int:
     """``status [--watch] [--json]``: the daemon's state and its current or last job."""
-    client, loaded = quick_daemon(args)
+    client, loaded = quick_daemon(args, config_needed=False)
     if client is None:
-        assert loaded is not None
-        raise not_running(loaded.socket_path)
+        raise not_running(loaded.socket_path if loaded else socket_path(DEFAULT_SOCKET))
     with client:
         if not args.watch:
             now = client.call("status")
