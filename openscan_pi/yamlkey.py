@@ -19,6 +19,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import re
 from enum import Enum
 
@@ -43,10 +44,16 @@ _VALUE = (rf"(?P<plain>{_PLAIN})|\"(?P<double>[^\"\\]*)\"|'(?P<single>[^']*)'"
           rf"|(?P<list>\[ *(?:{_ITEM}(?: *, *{_ITEM})*)? *\])")
 _LINE = re.compile(rf"(?P<indent> *)(?P<key>[A-Za-z_][A-Za-z0-9_]*):(?: +(?:{_VALUE}))?(?: +#.*)? *")
 #: An item of a block list, holding one value of the kinds above.
-_LIST_ITEM = re.compile(r"(?P<indent> *)- +(?:" + re.sub(r"\(\?P<\w+>", "(?:", _VALUE) + r")(?: +#.*)? *")
+_LIST_ITEM = r"(?P<indent> *)- +(?:" + _VALUE.replace("(?P<", "(?P<item_") + r")(?: +#.*)? *"
 #: Characters the subset leaves to the YAML loader: control characters (tabs and carriage returns
 #: included), YAML's other line breaks, surrogates, byte-order marks and non-characters.
-_ODD = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufeff\ufffe\uffff]")
+_ODD = "[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufeff\ufffe\uffff]"
+
+
+@functools.cache
+def _compiled(pattern: str) -> re.Pattern[str]:
+    """A pattern compiled when first needed (``status`` pays only for what its file uses)."""
+    return re.compile(pattern)
 
 
 def read_text_value(text: str, key_path: tuple[str, ...]) -> str | Answer:
@@ -59,7 +66,8 @@ def read_text_value(text: str, key_path: tuple[str, ...]) -> str | Answer:
     """
     if text.startswith("\ufeff"):
         text = text[1:]
-    if _ODD.search(text):
+    # Python's printable characters are printable in YAML too; only other text needs the look.
+    if not text.replace("\n", "").isprintable() and _compiled(_ODD).search(text):
         return UNSURE
     levels: list[tuple[int, set[str], tuple[str, ...]]] = []  # indent, keys so far, where
     opener: tuple[int, tuple[str, ...]] | None = None  # the last key without a value
@@ -73,11 +81,11 @@ def read_text_value(text: str, key_path: tuple[str, ...]) -> str | Answer:
             continue
         match = _LINE.fullmatch(line)
         if match is None:
-            match = _LIST_ITEM.fullmatch(line)
+            match = _compiled(_LIST_ITEM).fullmatch(line)
             if match is None:
                 return UNSURE
         indent = len(match["indent"])
-        if match.re is _LIST_ITEM:  # an item of a list: the value of the key above it
+        if "key" not in match.re.groupindex:  # an item of a list: the value of the key above it
             if items is None and opener is not None and indent >= opener[0] and levels:
                 if opener[1] == key_path[:len(opener[1])]:
                     return UNSURE  # the key, or a parent of it, is a list

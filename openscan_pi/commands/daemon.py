@@ -14,9 +14,9 @@ import time
 from openscan_pi.commands.common import emit_json, on_stdout_closed
 from openscan_pi.daemon.client import DaemonClient, find_daemon, not_running
 from openscan_pi.errors import InputError, UserError
-from openscan_pi.paths import (
+from openscan_pi.locate import (
     DEFAULT_SOCKET,
-    find_config_file,
+    config_file,
     quick_socket_candidates,
     socket_candidates,
     socket_path,
@@ -25,7 +25,6 @@ from openscan_pi.paths import (
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (`status` starts quickly)
 if TYPE_CHECKING:
     import argparse
-    from pathlib import Path
     from typing import Any
 
     from openscan_pi.config import Config
@@ -33,7 +32,7 @@ if TYPE_CHECKING:
 FINISHED = ("done", "failed", "cancelled")
 
 
-def candidates(cfg: Config) -> list[Path]:
+def candidates(cfg: Config) -> list[str]:
     """The socket paths to look for the daemon on."""
     return socket_candidates(cfg.daemon.socket)
 
@@ -54,7 +53,7 @@ def quick_daemon(args: argparse.Namespace, *, config_needed: bool = True
     client = find_daemon(quick) if quick else None
     if client is not None:
         return client, None
-    if not config_needed and quick is not None and find_config_file(args.config) is None:
+    if not config_needed and quick is not None and config_file(args.config) is None:
         return None, None
     cfg = _load(args)
     return find_daemon(candidates(cfg)), cfg
