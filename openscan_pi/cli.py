@@ -7,7 +7,6 @@ stdout.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import os
 import select
@@ -279,6 +278,8 @@ def _reader_gone() -> bool:
     """After a BrokenPipeError: True when it was stdout's (or stderr's) reader that went away
     (``openscan-pi status | head -1``); stdout then points at /dev/null, so that nothing more
     fails on the way out."""
+    import contextlib
+
     poller = select.poll()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):

@@ -6,7 +6,6 @@ at the top.
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import sys
 import time
@@ -194,6 +193,8 @@ def status(args: argparse.Namespace, cfg: Config | None) -> int:
 
 def _wake(client: DaemonClient) -> None:
     """Make a read on the daemon's connection return (from another thread)."""
+    import contextlib
+
     with contextlib.suppress(OSError):
         client.sock.shutdown(socket.SHUT_RDWR)
 
