@@ -7,16 +7,17 @@ stdout.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import importlib
 import os
 import select
 import sys
-from collections.abc import Sequence
 
 from openscan_pi import __version__
 from openscan_pi.errors import EX_INTERRUPTED, EX_PIPE, UserError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (`status` starts quickly)
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Sequence
 
 EPILOG = """\
 configuration: --config FILE, else $OPENSCAN_PI_CONFIG, else /etc/openscan-pi/config.yaml,
@@ -47,6 +48,8 @@ def _add_common(p: argparse.ArgumentParser, *, simulate: bool = True) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``openscan-pi`` (global options come before the command)."""
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="openscan-pi",
         description="Scanner daemon and tools for the OpenScan Classic and Mini: capture, upload "
@@ -117,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_job_commands(sub: argparse._SubParsersAction) -> None:
     """``scan``, ``jobs``, ``retry``, ``cancel``, ``status``, ``daemon``."""
+    import argparse
+
     sc = sub.add_parser(
         "scan", help="a whole scan: capture, upload, process, download the model",
         description="Capture N positions (see `plan`), upload the set to the OpenScan Cloud, wait "
@@ -191,6 +196,8 @@ def _add_job_commands(sub: argparse._SubParsersAction) -> None:
 
 def _add_rig_commands(sub: argparse._SubParsersAction) -> None:
     """``plan``, ``move``, ``home``, ``light``, ``capture``, ``calibrate``."""
+    import argparse
+
     raw = argparse.RawDescriptionHelpFormatter
     pl = sub.add_parser(
         "plan", help="show the camera positions a scan of N would visit",
@@ -270,6 +277,8 @@ def _reader_gone() -> bool:
     """After a BrokenPipeError: True when it was stdout's (or stderr's) reader that went away
     (``openscan-pi status | head -1``); stdout then points at /dev/null, so that nothing more
     fails on the way out."""
+    import contextlib
+
     poller = select.poll()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):
@@ -283,10 +292,34 @@ def _reader_gone() -> bool:
     return True
 
 
+STATUS_OPTIONS = ("--json", "--watch")
+
+
+def quick_status_args(argv: Sequence[str]) -> argparse.Namespace | None:
+    """``[--config FILE] status [--json] [--watch]`` read as :func:`build_parser` reads it, without
+    importing argparse (``status`` is typed over SSH all day), or None for any other command line
+    (then argparse reads it, with its help and its errors)."""
+    words = list(argv)
+    config = None
+    if words[:1] == ["--config"] and len(words) > 1 and not words[1].startswith("-"):
+        config, words = words[1], words[2:]
+    elif words[:1] and words[0].startswith("--config="):
+        config, words = words[0].partition("=")[2], words[1:]
+    if words[:1] != ["status"] or len(set(words[1:])) != len(words) - 1 or not set(
+            words[1:]) <= set(STATUS_OPTIONS):
+        return None
+    from types import SimpleNamespace
+
+    return SimpleNamespace(  # type: ignore[return-value]  # the attributes argparse would set
+        config=config, debug=False, command="status", json="--json" in words,
+        watch="--watch" in words, handler="daemon.status", light=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``openscan-pi``; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = quick_status_args(sys.argv[1:] if argv is None else argv)
+    if args is None:
+        args = build_parser().parse_args(argv)
     light = getattr(args, "light", False)  # status, cancel: load the config only when needed
     if args.debug or not light:
         from openscan_pi.logs import setup_logging
@@ -301,11 +334,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             cfg = load_config(args.config, overrides=SIMULATE_OVERRIDES if simulate else None)
             setup_logging(debug=args.debug, secrets=(cfg.cloud.token, cfg.cloud.password))
         module, _, name = args.handler.partition(".")
-        if module != "cloud":  # may open the rig: lgpio's FIFO goes to a folder of this user
+        if module != "cloud" and not light:  # may open the rig: lgpio's FIFO goes to a folder
+            # of this user
             from openscan_pi.rig.lgpio_import import ensure_workdir
 
             ensure_workdir()
-        handler = getattr(importlib.import_module(f"openscan_pi.commands.{module}"), name)
+        # __import__ with a fromlist gives the submodule itself (importlib costs `status` 0.5 ms)
+        handler = getattr(__import__(f"openscan_pi.commands.{module}", fromlist=[name]), name)
         status = int(handler(args, cfg) or 0)
         sys.stdout.flush()  # a reader that has gone shows here, not in the interpreter's last flush
         return status

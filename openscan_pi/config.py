@@ -119,7 +119,7 @@ def _too_large(value: Any) -> bool:
 def _convert(tp: Any, value: Any, path: str) -> Any:
     """Check ``value`` against the annotation ``tp``; return it in its typed form."""
     origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _build(tp, value, path)
     if origin is Literal:
         choices = typing.get_args(tp)

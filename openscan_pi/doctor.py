@@ -16,7 +16,6 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import grp
 import logging
 import os
@@ -26,25 +25,26 @@ import stat
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from openscan_pi import paths
 from openscan_pi.config import SYSTEM_CONFIG, Config
+from openscan_pi.doctor_check import (  # noqa: F401 (re-exported)
+    FAIL,
+    GB,
+    OK,
+    SCAN_POSITIONS,
+    WARN,
+    Check,
+    Status,
+    size,
+)
 
 log = logging.getLogger(__name__)
 
-Status = Literal["ok", "warn", "fail"]
-OK: Status = "ok"
-WARN: Status = "warn"
-FAIL: Status = "fail"
-
-GB = 1_000_000_000
 #: Warn when the data folder has less free space than this (or than two scans).
 LOW_DISK_BYTES = GB
-#: The scan the disk and credit figures are measured against.
-SCAN_POSITIONS = 100
 #: Time bounds: the daemon's answer, one check, the cloud checks together.
 DAEMON_TIMEOUT_S = 5.0
 CHECK_TIMEOUT_S = 20.0
@@ -59,25 +59,6 @@ NO_CAMERA_FIX = ("check the ribbon cable (contacts, orientation, both ends) and 
 DAEMON_FIX = "sudo systemctl start openscan-pi (or run `openscan-pi daemon`)"
 DATA_DIR_FIX = "set daemon.data_dir to a folder this user can write"
 SPACE_FIX = "free some space, or set daemon.data_dir to a bigger disk"
-
-
-@dataclass(frozen=True)
-class Check:
-    """One check's outcome: what was found (``detail``) and, unless it is ok, the ``fix``."""
-
-    name: str
-    status: Status
-    detail: str
-    fix: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        """``{"name", "status", "detail", "fix"}`` for ``--json``."""
-        return dataclasses.asdict(self)
-
-
-def size(n: float) -> str:
-    """Bytes for people: ``1.3 GB``, ``420 MB``."""
-    return f"{n / GB:,.1f} GB" if abs(n) >= GB else f"{n / 1e6:,.0f} MB"
 
 
 def _user(uid: int | None = None) -> str:
@@ -158,7 +139,7 @@ def check_pins(cfg: Config, *, pin_factory_probe: Callable[[], Any] | None = Non
 
 
 def _picamera2_cameras() -> list[dict[str, Any]]:
-    from picamera2 import Picamera2  # type: ignore[import-not-found]
+    from picamera2 import Picamera2
 
     return list(Picamera2.global_camera_info())
 

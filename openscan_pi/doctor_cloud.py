@@ -22,7 +22,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 from openscan_pi.config import SYSTEM_CONFIG, Config
-from openscan_pi.doctor import FAIL, GB, OK, SCAN_POSITIONS, WARN, Check, size
+from openscan_pi.doctor_check import FAIL, GB, OK, SCAN_POSITIONS, WARN, Check, size
 
 #: Warn when the token has less credit than this (or than one scan).
 LOW_CREDIT_BYTES = GB

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from openscan_pi.doctor import FAIL, OK, WARN, Check, Status
+from openscan_pi.doctor_check import FAIL, OK, WARN, Check, Status
 
 #: Where Debian's (and so Raspberry Pi OS's) apt packages keep their Python modules.
 APT_SITE = Path("/usr/lib/python3/dist-packages")

@@ -6,10 +6,9 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
 
-from openscan_pi.cloud.errors import mask
+from openscan_pi.masking import mask
 
 #: Longest caller value :func:`quote` shows whole.
 QUOTE_LIMIT = 80
@@ -55,24 +54,20 @@ class MaskSecrets(logging.Filter):
 
 
 def setup_logging(*, debug: bool = False, secrets: Iterable[str] = (), service: bool = False,
-                  journal: bool = False, journal_sender: Callable[..., Any] | None = None) -> None:
+                  journal: logging.Handler | None = None) -> None:
     """Warnings (everything with ``debug``) to stderr as ``openscan-pi: ...`` lines; for the
     ``service`` (the daemon), everything from INFO up, with time and level, or to the systemd
-    journal with its structured fields when ``journal`` (and systemd-python is there;
-    ``journal_sender`` replaces ``systemd.journal.send``, for tests)."""
+    journal through ``journal`` (a ``systemd.journal.JournalHandler``, made by the caller: the
+    service knows whether it runs under the journal and systemd-python is there)."""
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        if getattr(handler, "_openscan", False):
-            root.removeHandler(handler)
-    handler: logging.Handler = logging.StreamHandler(sys.stderr)
-    if journal:
-        from openscan_pi.daemon.systemd import journal_handler
-
-        handler = journal_handler(journal_sender) or handler
+    for old in list(root.handlers):
+        if getattr(old, "_openscan", False):
+            root.removeHandler(old)
+    handler: logging.Handler = journal or logging.StreamHandler(sys.stderr)
     handler._openscan = True  # type: ignore[attr-defined]
     if debug:
         fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    elif journal and not isinstance(handler, logging.StreamHandler):
+    elif journal is not None:
         fmt = "%(message)s"  # the journal keeps time, level (PRIORITY) and logger itself
     elif service:
         fmt = "%(asctime)s %(levelname)s %(message)s"

@@ -1,7 +1,7 @@
-"""Where things are by default, and where a client looks for the daemon.
+"""Where things are by default, and where a client looks for the daemon, as ``Path`` objects.
 
-Cheap to import on purpose (no YAML, no schema): ``openscan-pi status`` runs this on every call and
-only loads the whole configuration when it must.
+Cheap to import on purpose (no YAML, no schema). The lookups themselves are
+:mod:`openscan_pi.locate`'s, which ``openscan-pi status`` uses without pathlib.
 """
 
 from __future__ import annotations
@@ -10,24 +10,18 @@ import errno
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-DEFAULT_DATA_DIR = "/var/lib/openscan-pi"
-DEFAULT_SOCKET = "/run/openscan-pi/openscan-pi.sock"
-SYSTEM_CONFIG = Path("/etc/openscan-pi/config.yaml")
+from openscan_pi import locate
+from openscan_pi.locate import DEFAULT_DATA_DIR, DEFAULT_SOCKET  # noqa: F401 (re-exported)
+
+SYSTEM_CONFIG = Path(locate.SYSTEM_CONFIG)
 
 
 def find_config_file(explicit: str | os.PathLike[str] | None,
                      env: Mapping[str, str] | None = None) -> Path | None:
     """The config file to read, in lookup order, or None for the built-in defaults only."""
-    env = os.environ if env is None else env
-    if explicit:
-        return Path(explicit)
-    if env.get("OPENSCAN_PI_CONFIG"):
-        return Path(env["OPENSCAN_PI_CONFIG"])
-    if SYSTEM_CONFIG.exists():
-        return SYSTEM_CONFIG
-    return None
+    found = locate.config_file(explicit, env, system=str(SYSTEM_CONFIG))
+    return None if found is None else Path(found)
 
 
 def writable(path: Path) -> bool:
@@ -91,11 +85,7 @@ def prepare_data_dir(path: Path) -> Path:
 def socket_path(configured: str) -> Path:
     """``daemon.socket``, or ``$XDG_RUNTIME_DIR/openscan-pi/openscan-pi.sock`` for a user who
     cannot create the default."""
-    path = Path(configured).expanduser()
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if configured == DEFAULT_SOCKET and runtime and not writable(path.parent):
-        return Path(runtime) / "openscan-pi" / "openscan-pi.sock"
-    return path
+    return Path(locate.socket_path(configured))
 
 
 def data_dir(configured: str) -> Path:
@@ -111,33 +101,11 @@ def data_dir(configured: str) -> Path:
 def socket_candidates(configured: str) -> list[Path]:
     """Where to look for the daemon: the configured socket; with the default setting, the system
     socket first (clients use it when it exists, even for a user whose own fallback differs)."""
-    paths = [socket_path(configured)]
-    if configured == DEFAULT_SOCKET and Path(DEFAULT_SOCKET) != paths[0]:
-        paths.insert(0, Path(DEFAULT_SOCKET))
-    return paths
+    return [Path(p) for p in locate.socket_candidates(configured)]
 
 
 def quick_socket_candidates(explicit: str | None) -> list[Path] | None:
     """The socket paths to try before (instead of) loading and validating the whole config, or
-    None when only a full load can tell.
-
-    A config file that does not mention ``socket`` cannot move the socket; one that does is read
-    for that one key.
-    """
-    chosen = find_config_file(explicit)
-    configured: Any = DEFAULT_SOCKET
-    if chosen is not None:
-        try:
-            text = chosen.read_text("utf-8")
-        except (OSError, UnicodeDecodeError):
-            return None
-        if "socket" in text:
-            from openscan_pi.yamlload import load
-
-            try:  # the guarded loader: libyaml's own crashes on deep nesting
-                configured = load(text)["daemon"]["socket"]
-            except Exception:  # anything unusual: the full load explains it
-                return None
-            if not isinstance(configured, str) or not configured.startswith(("/", "~")):
-                return None
-    return socket_candidates(configured)
+    None when only a full load can tell (see :func:`openscan_pi.locate.quick_socket_candidates`)."""
+    found = locate.quick_socket_candidates(explicit)
+    return None if found is None else [Path(p) for p in found]

@@ -87,7 +87,7 @@ class _Space:
         else:
             within = [(cy + d) % self.ny for d in range(-r, r + 1)]
         edge = [] if r > half else sorted({(cy - r) % self.ny, (cy + r) % self.ny})
-        cells = []
+        cells: list[int] = []
         for x in range(max(0, cx - r), min(self.nx, cx + r + 1)):
             rows = within if abs(x - cx) == r else edge
             cells.extend(x * self.ny + y for y in rows)

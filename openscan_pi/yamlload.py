@@ -66,7 +66,7 @@ class GuardedLoader(yaml.SafeLoader):
         super().__init__(stream)
         self._path: list[str | None] = []
 
-    def compose_node(self, parent: Node | None, index: Any) -> Node:
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
         if isinstance(parent, SequenceNode):
             label: str | None = f"[{index}]"
         elif isinstance(parent, MappingNode) and isinstance(index, Node):
@@ -82,7 +82,7 @@ class GuardedLoader(yaml.SafeLoader):
         finally:
             self._path.pop()
 
-    def compose_mapping_node(self, anchor: Any) -> Node:
+    def compose_mapping_node(self, anchor: Any) -> MappingNode:
         node = super().compose_mapping_node(anchor)
         seen: dict[str, Node] = {}
         for key, _ in node.value:

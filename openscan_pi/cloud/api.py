@@ -160,7 +160,7 @@ class _CountedBody:
                 for start in range(0, len(view), SEND_SLICE):  # progress in small steps
                     piece = view[start:start + SEND_SLICE]
                     self.sent += len(piece)
-                    yield piece
+                    yield piece  # type: ignore[misc]  # a memoryview: sent as it is, not copied
                     if self._moved:
                         self._moved(len(piece))
                     if self._progress:

@@ -138,12 +138,12 @@ def scan_members(
     """
     images = find_images(folder)
     stats: list[tuple[str, str, int, int]] = []
-    for name, path in images:
+    for name, image in images:
         try:
-            st = os.stat(path)
+            st = os.stat(image)
         except OSError as exc:
-            raise unreadable(path, exc) from exc
-        stats.append((name, str(path), st.st_size, st.st_mtime_ns))
+            raise unreadable(image, exc) from exc
+        stats.append((name, str(image), st.st_size, st.st_mtime_ns))
     cached = {
         path: _cached_crc(crc_cache.get(path), size, mtime_ns) if crc_cache is not None else None
         for _, path, size, mtime_ns in stats
@@ -219,7 +219,7 @@ class ZipFileSource:
                 raise InputError(f"{path} is not a zip file")
             with zipfile.ZipFile(path) as zf:
                 infos = zf.infolist()
-                cd_start: int = zf.start_dir  # type: ignore[attr-defined]
+                cd_start: int = zf.start_dir
         except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError) as exc:
             raise InputError(f"{path} is not a zip file") from exc
         photos = 0

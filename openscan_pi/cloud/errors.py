@@ -1,8 +1,9 @@
 """Cloud failures, each a one-line :class:`~openscan_pi.errors.UserError` a user can act on.
 
 Secrets (the token, the basic-auth password) never appear in these messages: build them with
-:func:`mask` when a text may carry a URL with its query. Text from the cloud is shown as text:
-control characters and terminal escapes in a message become visible escapes (:func:`printable`).
+:func:`~openscan_pi.masking.mask` when a text may carry a URL with its query. Text from the cloud
+is shown as text: control characters and terminal escapes in a message become visible escapes
+(:func:`printable`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import re
 
 from openscan_pi.errors import UserError
+from openscan_pi.masking import MASK_ANYWHERE_LEN, mask  # noqa: F401 (re-exported)
 
 
 class CloudError(UserError):
@@ -83,22 +85,6 @@ class UnsafeModel(CloudError):
     """A downloaded model zip tried to write outside its folder, held links, or was too large."""
 
 
-#: A known secret this long or longer (a token: long and random) is masked wherever it appears; a
-#: shorter one (the default password ``free``) only where it stands as a value, never as a word.
-MASK_ANYWHERE_LEN = 8
-#: ``token=...``, ``password=...``: a query or key=value pair, whatever the value.
-_KEY_VALUE = re.compile(r"(\b(?:token|password|passwd|secret)=)[^&\s'\",;)}\]]+", re.IGNORECASE)
-#: ``"password": "..."`` in a dict's repr or JSON.
-_QUOTED_KEY = re.compile(r"""(["'](?:token|password|passwd|secret)["']\s*:\s*["'])[^"']*""",
-                         re.IGNORECASE)
-#: ``scheme://user:password@host``.
-_USERINFO = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^/\s@]+(?=@)", re.IGNORECASE)
-#: ``Authorization: Basic ...`` as a header line or in a dict's repr (with its scheme: prose that
-#: mentions authorization is left alone).
-_AUTHORIZATION = re.compile(r"""(authorization["']?\s*[:=]\s*["']?(?:basic|bearer|digest|token)\s+)"""
-                            r"""[^\s'",}]+""", re.IGNORECASE)
-
-
 _CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e"
                        "\u2066-\u2069]")
 
@@ -111,22 +97,3 @@ def printable(text: str) -> str:
 
 def _escape(code: int) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
-def mask(text: str, secrets: tuple[str, ...] | list[str] = ()) -> str:
-    """``text`` with secrets replaced by ``***`` where they stand as values: query and key=value
-    values of a token or password, basic auth in a URL, ``Authorization`` headers, and a known
-    ``secret`` after ``=`` or in quotes. A known secret of :data:`MASK_ANYWHERE_LEN` characters or
-    more is replaced wherever it appears; a shorter one (``free``) is left alone in prose."""
-    for secret in secrets:
-        if not secret:
-            continue
-        if len(secret) >= MASK_ANYWHERE_LEN:
-            text = text.replace(secret, "***")
-            continue
-        word = re.escape(secret)
-        text = re.sub(rf"(=){word}(?=$|[&\s'\",;)}}\]])", r"\1***", text)
-        text = re.sub(rf"""(["']){word}(?=\1)""", r"\1***", text)
-    for pattern in (_KEY_VALUE, _QUOTED_KEY, _USERINFO, _AUTHORIZATION):
-        text = pattern.sub(r"\1***", text)
-    return text

@@ -28,7 +28,7 @@ import time
 import zlib
 from collections import deque
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 import requests
@@ -427,14 +427,15 @@ class WatchedRetry(Retry):
     """urllib3's Retry whose sleeps wake on the call's stop event and end at its deadline, and
     which hands back (instead of retrying) an answer whose body is too large to read and drop."""
 
-    def increment(self, method: Any = None, url: Any = None, response: Any = None,
-                  *args: Any, **kwargs: Any) -> Retry:
+    def increment(self, method: str | None = None, url: str | None = None, response: Any = None,
+                  error: Exception | None = None, _pool: Any = None, _stacktrace: Any = None
+                  ) -> Self:
         if response is not None:
             length = (response.headers.get("Content-Length") or "").strip()
             if not length.isdigit() or int(length) > MAX_DRAIN_BYTES:
-                raise uexc.MaxRetryError(kwargs.get("_pool"), url,
+                raise uexc.MaxRetryError(_pool, url,
                                          uexc.ResponseError("the answer is too large to drop"))
-        return super().increment(method, url, response, *args, **kwargs)
+        return super().increment(method, url, response, error, _pool, _stacktrace)
 
     def sleep_for_retry(self, response: Any = None) -> bool:
         retry_after = self.get_retry_after(response)

@@ -7,9 +7,12 @@ import os
 import select
 import stat
 import sys
-import threading
-from collections.abc import Callable
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (`status` starts quickly)
+if TYPE_CHECKING:
+    import threading
+    from collections.abc import Callable
+    from typing import Any
 
 
 def emit_json(obj: Any) -> None:
@@ -22,6 +25,8 @@ def on_stdout_closed(callback: Callable[[], None]) -> threading.Event:
     (``openscan-pi status --watch | head -1``), so that a command waiting for something to print
     can stop now rather than at its next write. Returns an event set at that moment; for a
     terminal or a file nothing ever happens."""
+    import threading  # only for --watch
+
     gone = threading.Event()
     try:
         fd = sys.stdout.fileno()

@@ -6,27 +6,32 @@ at the top.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import socket
 import sys
 import time
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from openscan_pi.commands.common import emit_json, on_stdout_closed
 from openscan_pi.daemon.client import DaemonClient, find_daemon, not_running
 from openscan_pi.errors import InputError, UserError
-from openscan_pi.names import check_job_id
-from openscan_pi.paths import quick_socket_candidates, socket_candidates
+from openscan_pi.locate import (
+    DEFAULT_SOCKET,
+    config_file,
+    quick_socket_candidates,
+    socket_candidates,
+    socket_path,
+)
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (`status` starts quickly)
 if TYPE_CHECKING:
+    import argparse
+    from typing import Any
+
     from openscan_pi.config import Config
 
 FINISHED = ("done", "failed", "cancelled")
 
 
-def candidates(cfg: Config) -> list[Path]:
+def candidates(cfg: Config) -> list[str]:
     """The socket paths to look for the daemon on."""
     return socket_candidates(cfg.daemon.socket)
 
@@ -37,13 +42,18 @@ def _load(args: argparse.Namespace) -> Config:
     return load_config(args.config)
 
 
-def quick_daemon(args: argparse.Namespace) -> tuple[DaemonClient | None, Config | None]:
+def quick_daemon(args: argparse.Namespace, *, config_needed: bool = True
+                 ) -> tuple[DaemonClient | None, Config | None]:
     """The running daemon, found without loading the whole config when that is safe (``status``
-    runs all day over SSH); else after loading it (a broken config is then reported)."""
+    runs all day over SSH); else after loading it (a broken config is then reported). Without
+    ``config_needed`` and without a config file, (None, None) when no daemon answers: the built-in
+    defaults hold nothing to report."""
     quick = quick_socket_candidates(args.config)
     client = find_daemon(quick) if quick else None
     if client is not None:
         return client, None
+    if not config_needed and quick is not None and config_file(args.config) is None:
+        return None, None
     cfg = _load(args)
     return find_daemon(candidates(cfg)), cfg
 
@@ -69,12 +79,12 @@ def daemon(args: argparse.Namespace, cfg: Config | None) -> int:
     """``daemon``: run the service in the foreground, logging to stderr."""
     from openscan_pi.config import SIMULATE_OVERRIDES, load_config
     from openscan_pi.daemon.service import run
-    from openscan_pi.daemon.systemd import under_journal
+    from openscan_pi.daemon.systemd import journal_handler, under_journal
     from openscan_pi.logs import setup_logging
 
     assert cfg is not None
     setup_logging(debug=args.debug, secrets=(cfg.cloud.token, cfg.cloud.password), service=True,
-                  journal=under_journal())
+                  journal=journal_handler() if under_journal() else None)
 
     def reload() -> Config:
         return load_config(args.config, overrides=SIMULATE_OVERRIDES if args.simulate else None)
@@ -148,10 +158,9 @@ def render(status: dict[str, Any]) -> str:
 
 def status(args: argparse.Namespace, cfg: Config | None) -> int:
     """``status [--watch] [--json]``: the daemon's state and its current or last job."""
-    client, loaded = quick_daemon(args)
+    client, loaded = quick_daemon(args, config_needed=False)
     if client is None:
-        assert loaded is not None
-        raise not_running(loaded.socket_path)
+        raise not_running(loaded.socket_path if loaded else socket_path(DEFAULT_SOCKET))
     with client:
         if not args.watch:
             now = client.call("status")
@@ -184,6 +193,8 @@ def status(args: argparse.Namespace, cfg: Config | None) -> int:
 
 def _wake(client: DaemonClient) -> None:
     """Make a read on the daemon's connection return (from another thread)."""
+    import contextlib
+
     with contextlib.suppress(OSError):
         client.sock.shutdown(socket.SHUT_RDWR)
 
@@ -259,6 +270,8 @@ def follow(client: DaemonClient, cfg: Config, job_id: str, json_output: bool) ->
 def cancel(args: argparse.Namespace, cfg: Config | None) -> int:
     """``cancel [JOB]``: through the daemon, or on disk when no daemon runs."""
     if args.job is not None:
+        from openscan_pi.names import check_job_id
+
         check_job_id(args.job)
     client, loaded = quick_daemon(args)
     if client is not None:

@@ -7,12 +7,17 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 from openscan_pi.daemon import protocol
 from openscan_pi.errors import UserError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (`status` starts quickly)
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+    from typing import Any
+
+    #: A socket's path: what :mod:`openscan_pi.locate` gives, or a ``pathlib.Path``.
+    SocketPath = str | os.PathLike[str]
 
 #: Exit status of ``status`` when no daemon answers (as ``systemctl status`` for a stopped unit).
 EX_NOT_RUNNING = 3
@@ -32,7 +37,7 @@ class NotRunning(UserError):
     exit_code = EX_NOT_RUNNING
 
 
-def not_running(path: Path) -> NotRunning:
+def not_running(path: SocketPath) -> NotRunning:
     """The one-line error for no daemon on ``path``, with how to start one."""
     return NotRunning(f"the daemon is not running (nothing answers on {path}): start it with "
                       "`sudo systemctl start openscan-pi`, or `openscan-pi daemon`")
@@ -41,14 +46,14 @@ def not_running(path: Path) -> NotRunning:
 class DaemonClient:
     """One connection to the daemon; requests are answered in order."""
 
-    def __init__(self, sock: socket.socket, path: Path) -> None:
+    def __init__(self, sock: socket.socket, path: SocketPath) -> None:
         self.sock = sock
         self.path = path
         self._reader = sock.makefile("rb")
         self._ids = itertools.count(1)
 
     @classmethod
-    def connect(cls, path: Path, timeout: float | None = 30.0) -> DaemonClient:
+    def connect(cls, path: SocketPath, timeout: float | None = 30.0) -> DaemonClient:
         """Connect to ``path``; :class:`NotRunning` when nothing answers there."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(timeout)
@@ -71,7 +76,7 @@ class DaemonClient:
         return cls(sock, path)
 
     @staticmethod
-    def _retry_connect(sock: socket.socket, path: Path, patience: float) -> bool:
+    def _retry_connect(sock: socket.socket, path: SocketPath, patience: float) -> bool:
         deadline = time.monotonic() + patience
         while time.monotonic() < deadline:
             time.sleep(0.01)  # the backlog drains as the daemon accepts; nothing to wait on
@@ -148,7 +153,7 @@ class DaemonClient:
         return message
 
 
-def find_daemon(paths: list[Path], timeout: float | None = 30.0) -> DaemonClient | None:
+def find_daemon(paths: Sequence[SocketPath], timeout: float | None = 30.0) -> DaemonClient | None:
     """A client connected to the first of ``paths`` a daemon answers on, or None."""
     for path in paths:
         try:

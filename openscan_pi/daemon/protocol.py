@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (`status` starts quickly)
+if TYPE_CHECKING:
+    from typing import Any
 
 #: A request line longer than this gets an error and the connection is closed.
 MAX_LINE = 64 * 1024

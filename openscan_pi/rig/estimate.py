@@ -7,11 +7,14 @@ the shortest way round (unless it has limits). Times follow the same trapezoid p
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
-from openscan_pi.plan import TimeFn
 from openscan_pi.rig.motion import move_time
 from openscan_pi.schema import AxisConfig, RigConfig
 
+#: Seconds from one ``(rotor, turntable)`` pose to another (what ``openscan_pi.plan.TimeFn`` takes:
+#: the planner and the rig do not import each other).
+TimeFn = Callable[[tuple[float, float], tuple[float, float]], float]
 #: Step counts whose move time each axis of :func:`rig_time_fn` keeps.
 CACHE_SIZE = 1 << 16
 

@@ -102,9 +102,9 @@ def _approach(axis: Axis, cfg: EndstopConfig, button: Button, cancel: threading.
     max_steps = math.ceil(cfg.speed * cfg.timeout_s)
     reach = search_degrees(axis, cfg)
     reach_steps = None if reach is None else round(reach * axis.cfg.steps_per_rev / 360.0)
-    by_range = reach_steps is not None and reach_steps < max_steps
-    if by_range:
-        max_steps = reach_steps
+    by_range = False
+    if reach_steps is not None and reach_steps < max_steps:
+        max_steps, by_range = reach_steps, True
     import numpy  # noqa: F401  (the step math's first import can take a second: not on the clock)
 
     started = time.monotonic()

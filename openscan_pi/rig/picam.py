@@ -207,9 +207,9 @@ class Picamera2Camera:
         module, controls = self._picamera2_module, self._controls
         try:
             if module is None:
-                import picamera2 as module  # type: ignore[import-not-found, no-redef]
+                import picamera2 as module  # type: ignore[no-redef]
             if controls is None:
-                from libcamera import controls  # type: ignore[import-not-found, no-redef]
+                from libcamera import controls  # type: ignore[no-redef]
         except ImportError as exc:
             raise CameraError("picamera2 is not installed: on Raspberry Pi OS run `sudo apt install "
                               "python3-picamera2` and create the venv with --system-site-packages, "
@@ -480,7 +480,7 @@ def yuv_planes_encoder() -> tuple[Callable[..., bytes] | None, str]:
     with the reason when a simplejpeg is installed that lacks it (before 1.8.0 it imports fine and
     has no such function)."""
     try:
-        import simplejpeg  # type: ignore[import-not-found]
+        import simplejpeg
     except ImportError:
         return None, "Pillow"
     encode = getattr(simplejpeg, "encode_jpeg_yuv_planes", None)

@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from openscan_pi.config import load_config
+from openscan_pi.daemon.client import find_daemon
 from openscan_pi.fsutil import read_json
+from openscan_pi.paths import DEFAULT_SOCKET, SYSTEM_CONFIG, socket_candidates
 from tests.conftest import run_cli
 from tests.daemon.conftest import DaemonProcess
 
@@ -27,6 +30,20 @@ def test_status_without_a_daemon_says_so_and_exits_3(make_daemon: Callable[..., 
         assert done.stdout == ""
         assert done.stderr.count("\n") == 1
         assert "the daemon is not running" in done.stderr and "openscan-pi daemon" in done.stderr
+
+
+def test_status_without_a_config_or_a_daemon_names_the_default_socket() -> None:
+    """No config file anywhere: the message names the socket the built-in defaults give (found
+    without loading them: they hold nothing that could be reported instead)."""
+    if SYSTEM_CONFIG.exists():
+        pytest.skip(f"{SYSTEM_CONFIG} exists here")
+    expected = load_config(None, env={}).socket_path
+    if find_daemon(socket_candidates(DEFAULT_SOCKET)) is not None:
+        pytest.skip("a daemon answers on the default socket here")
+    done = run_cli("status")
+    assert (done.returncode, done.stdout) == (3, ""), done
+    assert done.stderr == (f"openscan-pi: the daemon is not running (nothing answers on {expected}): "
+                           "start it with `sudo systemctl start openscan-pi`, or `openscan-pi daemon`\n")
 
 
 def test_scan_wait_through_the_daemon_then_status_and_jobs(daemon: DaemonProcess) -> None:

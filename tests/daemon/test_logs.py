@@ -12,12 +12,13 @@ from typing import Any
 
 import pytest
 
-from openscan_pi.cloud.errors import mask
 from openscan_pi.config import load_config
 from openscan_pi.daemon.client import DaemonClient, DaemonError
 from openscan_pi.daemon.protocol import INVALID_PARAMS, REFUSED
 from openscan_pi.daemon.service import Service
+from openscan_pi.daemon.systemd import journal_handler
 from openscan_pi.logs import setup_logging
+from openscan_pi.masking import mask
 from tests.conftest import TOKEN
 from tests.daemon.conftest import DaemonProcess, daemon_config, service_in_thread
 
@@ -126,7 +127,7 @@ def test_journal_messages_are_escaped_and_masked(service: Service) -> None:
 
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
-    setup_logging(service=True, journal=True, journal_sender=sender, secrets=SECRETS)
+    setup_logging(service=True, journal=journal_handler(sender), secrets=SECRETS)
     try:
         with DaemonClient.connect(service.cfg.socket_path, 30) as c:
             for job in (f"x\n{FORGED}\x00", f"{TOKEN}\r\nfree"):
