@@ -276,7 +276,7 @@ def cancel(args: argparse.Namespace, cfg: Config | None) -> int:
         if stored.data["state"] in ("done", "cancelled"):
             raise InputError(f"job {stored.id} is {stored.data['state']}: nothing to cancel")
         with stored.hold():
-            stored.transition(JobState.CANCELLED, step="cancelled")
+            stored.transition(JobState.CANCELLED, step=None)
         job = stored.public()
     if args.json:
         emit_json(job)

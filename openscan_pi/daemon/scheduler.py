@@ -15,6 +15,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from openscan_pi import __version__
@@ -23,7 +24,8 @@ from openscan_pi.daemon.preflight import TokenCheck
 from openscan_pi.errors import InputError, UserError
 from openscan_pi.fsutil import try_lock
 from openscan_pi.jobs.check import BrokenJob
-from openscan_pi.jobs.state import ACTIVE, NEEDS_RIG, JobState
+from openscan_pi.jobs.lifecycle import Resource, needs, states_needing
+from openscan_pi.jobs.state import ACTIVE, JobState
 from openscan_pi.jobs.store import Job, JobBusy, JobStore
 from openscan_pi.names import check_project
 from openscan_pi.paths import prepare_data_dir
@@ -36,11 +38,24 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 S = JobState
-TRANSFER_STATES = frozenset({S.UPLOADING, S.PROCESSING, S.DOWNLOADING})
+#: The states in which a job waits for (or has) the rig, and the network.
+NEEDS_RIG = states_needing(Resource.RIG)
+TRANSFER_STATES = states_needing(Resource.NETWORK)
 #: Upload progress is told to subscribers at most this often (durable steps always are).
 PROGRESS_INTERVAL_S = 0.2
 
 RigCall = Callable[["Rig"], Any]
+
+
+@dataclass
+class _Run:
+    """A job a worker has taken: the resource its steps use, the event that stops it, the
+    future done when the worker lets go of it, and whether a cancel waits for that."""
+
+    resource: Resource
+    stop: threading.Event = field(default_factory=threading.Event)
+    released: concurrent.futures.Future[None] = field(default_factory=concurrent.futures.Future)
+    cancel: bool = False
 
 
 class Scheduler:
@@ -60,16 +75,13 @@ class Scheduler:
         self.stopping = threading.Event()
         self._lock = threading.RLock()
         self._create_lock = threading.Lock()
-        self._running: dict[str, threading.Event] = {}  # job id -> its stop event
-        self._released: dict[str, concurrent.futures.Future[None]] = {}
-        self._cancelling: set[str] = set()
-        self._active: dict[str, Job] = {}
+        self._runs: dict[str, _Run] = {}  # job id -> the worker's hold on it
+        self._active: dict[str, Job] = {}  # the unfinished jobs (their state says so), by id
         self._last: Job | None = None
         self._seen: dict[str, str] = {}  # job id -> last state logged
         self._eta: dict[str, tuple[str, float, float]] = {}  # job id -> (state, t0, value at t0)
         self._rig_queue: queue.Queue[str | tuple[RigCall, concurrent.futures.Future] | None] = (
             queue.Queue())
-        self._rig_job: str | None = None
         self._rig_task: str | None = None
         self._rig_stop = threading.Event()
         self._rig_thread: threading.Thread | None = None
@@ -112,10 +124,10 @@ class Scheduler:
             self.broken[report.id] = report
         for job in sorted(self._active.values(), key=lambda j: float(j.data["created"])):
             if job.data.get("cancel_requested"):  # cancelled before the daemon went down
-                job.transition(S.CANCELLED, step="cancelled")
+                job.transition(S.CANCELLED, step=None)
                 continue
             if job.state == S.SCANNING and self.cfg.jobs.resume_scan == "fail":
-                job.transition(S.FAILED, step="failed", error=(
+                job.transition(S.FAILED, step=None, error=(
                     f"the scan was interrupted (the daemon restarted): `openscan-pi retry {job.id}` "
                     "continues it at the first missing position"))
                 continue
@@ -129,8 +141,8 @@ class Scheduler:
         self.stopping.set()
         self.token_check.close()
         with self._lock:
-            for event in self._running.values():
-                event.set()
+            for run in self._runs.values():
+                run.stop.set()
         self._rig_stop.set()
         self._rig_queue.put(None)
         for _ in self._transfer_threads:
@@ -167,7 +179,8 @@ class Scheduler:
                     "job": self._public(job) if job else None,
                     "broken": [b.as_dict() for b in self.broken.values()],
                     "queued": [j.id for j in self._active.values() if j.state == S.QUEUED],
-                    "transfers": [i for i in self._running if i != self._rig_job]}
+                    "transfers": [i for i, r in self._runs.items()
+                                  if r.resource == Resource.NETWORK]}
 
     def list_jobs(self) -> list[dict[str, Any]]:
         """Every job, oldest first."""
@@ -239,7 +252,7 @@ class Scheduler:
         cancel is on disk before its worker is stopped: it holds across a crash or restart."""
         with self._lock:
             if job_id is None:
-                job_id = self._rig_job or next(iter(self._running), None) or next(
+                job_id = self._rig_job or next(iter(self._runs), None) or next(
                     iter(self._active), None)
                 if job_id is None:
                     raise InputError("nothing to cancel: no job is running (`openscan-pi jobs` "
@@ -247,14 +260,15 @@ class Scheduler:
             job = self._job(job_id)
             if job.state in (S.DONE, S.CANCELLED):
                 raise InputError(f"job {job.id} is {job.state.value}: nothing to cancel")
-            if job.id in self._running:
+            run = self._runs.get(job.id)
+            if run is not None:
                 # Durable before the worker is told: a daemon that dies before the worker lets
                 # go never resumes the job (start() ends it cancelled).
                 job.update(cancel_requested=time.time())
-                self._cancelling.add(job.id)
-                self._running[job.id].set()  # a call to the cloud in flight ends at once
-                return job.id, self._released[job.id]
-            job.transition(S.CANCELLED, step="cancelled")
+                run.cancel = True
+                run.stop.set()  # a call to the cloud in flight ends at once
+                return job.id, run.released
+            job.transition(S.CANCELLED, step=None)
             return job.id, None
 
     def retry(self, job_id: str) -> dict[str, Any]:
@@ -314,40 +328,46 @@ class Scheduler:
                 self._last = job
         job.on_change(self._changed)
 
+    @property
+    def _rig_job(self) -> str | None:
+        """The job whose steps have the rig now, or None."""
+        return next((i for i, r in self._runs.items() if r.resource == Resource.RIG), None)
+
     def _schedule(self, job: Job) -> None:
-        if job.state in NEEDS_RIG:
+        """Queue the job for the resource its next step needs (as the lifecycle says)."""
+        resource = needs(job.data)
+        if resource == Resource.RIG:
             self._rig_queue.put(job.id)
-        elif job.state in TRANSFER_STATES:
+        elif resource == Resource.NETWORK:
             self._transfer_queue.put(job.id)
 
-    def _claim(self, job: Job, states: frozenset[JobState]) -> threading.Event | None:
+    def _claim(self, job: Job, resource: Resource) -> _Run | None:
+        """Take the job for a worker of ``resource``, unless its next step needs another one, or
+        another worker has it."""
         with self._lock:
-            if self.stopping.is_set() or job.state not in states or job.id in self._running:
+            if self.stopping.is_set() or needs(job.data) != resource or job.id in self._runs:
                 return None
-            self._running[job.id] = threading.Event()
-            self._released[job.id] = concurrent.futures.Future()
-            return self._running[job.id]
+            run = self._runs[job.id] = _Run(resource)
+            return run
 
     def _release(self, job: Job) -> None:
         with self._lock:
-            self._running.pop(job.id, None)
-            released = self._released.pop(job.id)
-            if job.id in self._cancelling:
-                self._cancelling.discard(job.id)
-                if job.state in ACTIVE or job.state == S.FAILED:
-                    job.transition(S.CANCELLED, step="cancelled")
-        released.set_result(None)
+            run = self._runs.pop(job.id)
+            if run.cancel and (job.state in ACTIVE or job.state == S.FAILED):
+                job.transition(S.CANCELLED, step=None)
+        run.released.set_result(None)
 
-    def _run(self, job: Job, phase: str, stop: threading.Event) -> None:
+    def _run(self, job: Job, run: _Run) -> None:
+        """Run the job's steps that need ``run.resource``, then let go of it."""
         from openscan_pi.cloud.transfer import Cancelled
         from openscan_pi.jobs.runner import JobRunner
 
-        local = self._acquire_local() if phase == "transfer" else None
+        local = self._acquire_local() if run.resource == Resource.NETWORK else None
         try:
             with job.hold():
-                runner = JobRunner(self.cfg, job, events=self._events(job), stop=stop,
+                runner = JobRunner(self.cfg, job, events=self._events(job), stop=run.stop,
                                    rig=self.rig, local=local)
-                (runner.scan_phase if phase == "scan" else runner.transfer_phase)()
+                runner.run_steps(run.resource)
         except JobBusy as exc:
             log.warning("%s", exc)
         except Cancelled:
@@ -358,7 +378,7 @@ class Scheduler:
             log.exception("job %s: internal error", job.id)
             if job.state in ACTIVE:
                 try:
-                    job.transition(S.FAILED, step="failed",
+                    job.transition(S.FAILED, step=None,
                                    error=f"internal error: {exc} (see the daemon's log)")
                 except Exception:  # the worker must live on: the job continues at the next start
                     log.exception("job %s: could not record the failure", job.id)
@@ -369,19 +389,15 @@ class Scheduler:
 
     def _scan_job(self, job_id: str) -> None:
         job = self.jobs[job_id]
-        stop = self._claim(job, NEEDS_RIG)
-        if stop is None:
+        run = self._claim(job, Resource.RIG)
+        if run is None:
             return
-        with self._lock:
-            self._rig_job = job.id
         try:
-            self._run(job, "scan", stop)
+            self._run(job, run)
         finally:
-            with self._lock:
-                self._rig_job = None
             self._notify()
-        if job.state in TRANSFER_STATES and not self.stopping.is_set():
-            self._schedule(job)
+        if needs(job.data) == Resource.NETWORK and not self.stopping.is_set():
+            self._schedule(job)  # its next step needs the network
 
     def _transfer_main(self) -> None:
         while (job_id := self._transfer_queue.get()) is not None:
@@ -390,9 +406,9 @@ class Scheduler:
 
     def _transfer_job(self, job_id: str) -> None:
         job = self.jobs[job_id]
-        stop = self._claim(job, TRANSFER_STATES)
-        if stop is not None:
-            self._run(job, "transfer", stop)
+        run = self._claim(job, Resource.NETWORK)
+        if run is not None:
+            self._run(job, run)
 
     def _rig_main(self, ready: concurrent.futures.Future) -> None:
         try:
@@ -560,7 +576,7 @@ class Scheduler:
     def _current(self) -> Job | None:
         if self._rig_job:
             return self.jobs[self._rig_job]
-        for job_id in self._running:
+        for job_id in self._runs:
             return self.jobs[job_id]
         for job in self._active.values():
             return job

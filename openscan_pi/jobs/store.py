@@ -251,7 +251,7 @@ class JobStore:
         data = {"id": job_id, "project": project, "state": JobState.QUEUED.value,
                 "positions": positions, "stack": stack, "captured": 0, "bytes_total": 0,
                 "bytes_uploaded": 0, "cloud_status": None, "model_dir": None, "error": None,
-                "step": "queued", "created": now, "updated": now}
+                "step": None, "created": now, "updated": now}
         job = Job(folder, data)
         job._save()
         return job
