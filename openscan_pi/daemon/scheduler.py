@@ -23,6 +23,7 @@ from openscan_pi.config import Config
 from openscan_pi.daemon.preflight import TokenCheck
 from openscan_pi.errors import InputError, UserError
 from openscan_pi.fsutil import try_lock
+from openscan_pi.jobs import actions
 from openscan_pi.jobs.check import BrokenJob
 from openscan_pi.jobs.lifecycle import Resource, needs, states_needing
 from openscan_pi.jobs.state import ACTIVE, JobState
@@ -49,13 +50,12 @@ RigCall = Callable[["Rig"], Any]
 
 @dataclass
 class _Run:
-    """A job a worker has taken: the resource its steps use, the event that stops it, the
-    future done when the worker lets go of it, and whether a cancel waits for that."""
+    """A job a worker has taken: the resource its steps use, the event that stops it, and the
+    future done when the worker lets go of it."""
 
     resource: Resource
     stop: threading.Event = field(default_factory=threading.Event)
     released: concurrent.futures.Future[None] = field(default_factory=concurrent.futures.Future)
-    cancel: bool = False
 
 
 class Scheduler:
@@ -118,13 +118,14 @@ class Scheduler:
             self._transfer_threads.append(thread)
         jobs, broken = self.store.survey()
         for job in jobs:
+            if job.migrated:  # a record of an older release, in this release's form
+                self._write_migrated(job)
             self._adopt(job)
         for report in broken:  # told once; the folder is left as it is, the others run on
             log.warning("%s", report.line())
             self.broken[report.id] = report
         for job in sorted(self._active.values(), key=lambda j: float(j.data["created"])):
-            if job.data.get("cancel_requested"):  # cancelled before the daemon went down
-                job.transition(S.CANCELLED, step=None)
+            if actions.end_cancelled(job):  # cancelled before the daemon went down
                 continue
             if job.state == S.SCANNING and self.cfg.jobs.resume_scan == "fail":
                 job.transition(S.FAILED, step=None, error=(
@@ -133,6 +134,17 @@ class Scheduler:
                 continue
             log.info("job %s: continuing (%s)", job.id, job.state.value)
             self._schedule(job)
+
+    @staticmethod
+    def _write_migrated(job: Job) -> None:
+        """Write a record read in an older release's form (not under a process running it: that
+        one writes it at its next step)."""
+        try:
+            with job.hold():
+                job.save()
+        except JobBusy:
+            return
+        log.info("job %s: record migrated to version %d", job.id, job.record.version)
 
     def stop(self, timeout: float = 4.0) -> None:
         """Stop every job at its next safe point (each continues at the next start), close the
@@ -224,23 +236,17 @@ class Scheduler:
 
     def scan(self, positions: int, project: str | None) -> dict[str, Any]:
         """Queue a new scan after the disk and token checks; returns the job."""
-        from openscan_pi.cloud.journal import Journal
-        from openscan_pi.jobs.runner import preflight
-
         if self.stopping.is_set():
             raise UserError("the daemon is stopping")
         name = check_project(project) if project else None
-        warnings = preflight(self.cfg, positions, token_info=self.token_check)
+        warnings = actions.check_new(self.cfg, positions, token_info=self.token_check)
         if self.stopping.is_set():
             raise UserError("the daemon is stopping")
         for warning in warnings:
             log.warning("%s", warning)
         with self._create_lock:  # two requests for one name: the second is refused
-            if name and (Journal.find(self.cfg.data_dir, name)
-                         or any(j.data.get("project") == name for j in list(self.jobs.values()))):
-                raise InputError(f"project {name} exists already: choose another project name")
-            job = self.store.create(positions=positions, project=name,
-                                    stack=self.cfg.camera.focus.stack)
+            job = actions.create(self.cfg, self.store, positions=positions, project=name,
+                                 jobs=list(self.jobs.values()))
             self._adopt(job)
         log.info("job %s: queued, %d positions, project %s", job.id, positions, job.data["project"])
         self._schedule(job)
@@ -258,33 +264,20 @@ class Scheduler:
                     raise InputError("nothing to cancel: no job is running (`openscan-pi jobs` "
                                      "lists them; `openscan-pi cancel JOB` cancels a failed one)")
             job = self._job(job_id)
-            if job.state in (S.DONE, S.CANCELLED):
-                raise InputError(f"job {job.id} is {job.state.value}: nothing to cancel")
             run = self._runs.get(job.id)
-            if run is not None:
-                # Durable before the worker is told: a daemon that dies before the worker lets
-                # go never resumes the job (start() ends it cancelled).
-                job.update(cancel_requested=time.time())
-                run.cancel = True
+            if actions.cancel(job, held=run is not None):
+                assert run is not None
                 run.stop.set()  # a call to the cloud in flight ends at once
                 return job.id, run.released
-            job.transition(S.CANCELLED, step=None)
             return job.id, None
 
     def retry(self, job_id: str) -> dict[str, Any]:
         """Continue a failed job from its last durable step."""
-        from openscan_pi.jobs.runner import JobRunner
-
         if job_id not in self.jobs:
             self._recheck(job_id)  # a folder fixed (or put back) since it was looked at
         with self._lock:
             job = self._job(job_id)
-            if job.state in (S.DONE, S.CANCELLED):
-                raise InputError(f"job {job.id} is {job.state.value}: nothing to retry")
-            if job.state != S.FAILED:
-                raise InputError(f"job {job.id} is {job.state.value} already: `openscan-pi status` "
-                                 "follows it")
-            JobRunner(self.cfg, job).resume()
+            actions.retry(job)
         log.info("job %s: retried (%s)", job.id, job.state.value)
         self._schedule(job)
         return self._public(job)
@@ -353,8 +346,7 @@ class Scheduler:
     def _release(self, job: Job) -> None:
         with self._lock:
             run = self._runs.pop(job.id)
-            if run.cancel and (job.state in ACTIVE or job.state == S.FAILED):
-                job.transition(S.CANCELLED, step=None)
+            actions.end_cancelled(job)  # a cancel recorded while the worker had it
         run.released.set_result(None)
 
     def _run(self, job: Job, run: _Run) -> None:

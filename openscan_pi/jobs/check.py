@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from openscan_pi.errors import UserError
+from openscan_pi.jobs.record import VERSION as RECORD_VERSION
 from openscan_pi.jobs.state import JobState
 
 #: States (for a ``failed`` job: the state ``retry`` goes back to) that still read the manifest.
@@ -149,6 +150,11 @@ _FIELDS: dict[str, tuple[bool, Any, str]] = {
     "capture_s": (False, _is_number, "a number"),
     "transfer_s": (False, _is_number, "a number"),
     "motion_estimate_s": (False, _is_number, "a number"),
+    "version": (False, lambda v: _is_int(v, 1), "a whole number from 1"),
+    "rig_restarts": (False, _is_int, "a whole number from 0"),
+    "cancel_requested": (False, _is_number, "a time (seconds since 1970)"),
+    "transfer": (False, lambda v: isinstance(v, dict) and isinstance(v.get("phase"), str),
+                 "a transfer journal (an object with a phase)"),
 }
 
 
@@ -164,6 +170,9 @@ def record_problem(folder_name: str, data: Any) -> str | None:
             continue
         if not ok(value):
             return f"job.json: {field} is {json.dumps(value)[:40]}, not {expected}"
+    if _is_int(data.get("version")) and data["version"] > RECORD_VERSION:
+        return (f"job.json is version {data['version']} of the job record, written by a newer "
+                f"openscan-pi (this one reads up to {RECORD_VERSION})")
     if data["id"] != folder_name:
         return f"job.json says id {json.dumps(data['id'])[:40]}, but the folder is named {folder_name}"
     return None

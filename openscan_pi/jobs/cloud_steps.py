@@ -1,6 +1,6 @@
 """The network steps of a job: upload, start, poll, download (see :mod:`.lifecycle`).
 
-Each runs from the transfer journal (:class:`~openscan_pi.cloud.journal.Journal`), never creating
+Each runs from the job's transfer journal (:class:`JobJournal`, kept in the job record), never creating
 a second cloud project: uploading continues with the parts not confirmed yet, starting checks a
 start whose answer was lost, polling goes on, downloading takes a model folder that was renamed
 into place before the records said so, or starts the download again (the model folder is never
@@ -14,15 +14,43 @@ import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
+from openscan_pi.cloud.journal import Journal
 from openscan_pi.errors import UserError
 from openscan_pi.jobs import recover
 from openscan_pi.jobs.recover import RetryFrom
 from openscan_pi.jobs.state import JobState
-from openscan_pi.jobs.store import Capture
+from openscan_pi.jobs.store import Capture, Job
 
 if TYPE_CHECKING:
     from openscan_pi.cloud.transfer import Transfer
     from openscan_pi.jobs.runner import JobRunner
+
+
+class JobJournal(Journal):
+    """The transfer journal of a job: the ``transfer`` field of its record, written with the
+    record (atomically, before the transfer goes on)."""
+
+    def __init__(self, job: Job, data: dict[str, Any]) -> None:
+        super().__init__(job.folder / "job.json", data)
+        self.job = job
+
+    @classmethod
+    def of(cls, job: Job) -> JobJournal | None:
+        """The job's journal, or None before its upload began."""
+        data = job.record.transfer
+        return cls(job, data) if data is not None else None
+
+    @classmethod
+    def start(cls, owner: Job, project: str, /, **fields: Any) -> JobJournal:
+        """A new journal for the job ``owner``, in its record on disk before anything is sent."""
+        journal = cls(owner, cls.initial(project, **fields))
+        journal.save()
+        return journal
+
+    def save(self) -> None:
+        """Write the job record holding the journal."""
+        self.data["updated_at"] = time.time()
+        self.job.update(transfer=self.data)
 
 
 class CloudSession:
@@ -30,15 +58,15 @@ class CloudSession:
     the connection to the cloud and the :class:`Transfer` over it. Closed by the runner."""
 
     def __init__(self, r: JobRunner) -> None:
-        from openscan_pi.cloud.journal import Journal
         from openscan_pi.cloud.transfer import Transfer, connect
 
         job, cfg = r.job, r.cfg
-        project = str(job.data["project"])
-        journal = Journal.find(cfg.data_dir, project)
-        if journal is not None and journal.data.get("job") != job.id:
+        project = job.record.project
+        other = Journal.find(cfg.data_dir, project)
+        if other is not None and other.data.get("job") != job.id:
             raise UserError(f"project {project} belongs to another upload: give the scan "
                             "another --project")
+        journal: Journal | None = JobJournal.of(job)
         uploading = job.state == JobState.UPLOADING and not (journal and journal.reached("uploaded"))
         source = _upload_source(r) if uploading else None
         if journal is None:
@@ -93,10 +121,8 @@ def poll(r: JobRunner) -> None:
 
 def download(r: JobRunner) -> None:
     """The download step: the model into the job's ``model/`` (never half there)."""
-    from openscan_pi.cloud.journal import Journal
-
     job = r.job
-    if not _model_in_place(r, Journal.find(r.cfg.data_dir, str(job.data["project"]))):
+    if not _model_in_place(r, JobJournal.of(job)):
         s = r.cloud()
         if not s.journal.reached("processed"):  # a journal made again: no link yet
             s.transfer.poll()
@@ -164,8 +190,6 @@ def _new_journal(r: JobRunner, source: Any, *, quiet: bool = False) -> Any:
     """A transfer journal for the job's project. The first one before anything is sent;
     one that went missing later is made again from the job (its project name): a set being
     uploaded is asked for on the cloud and sent again, a started project polled again."""
-    from openscan_pi.cloud.journal import Journal
-
     job, cfg = r.job, r.cfg
     project = str(job.data["project"])
     fields: dict[str, Any] = {"source": str(job.images), "part_size": cfg.cloud.max_part_bytes,
@@ -177,20 +201,20 @@ def _new_journal(r: JobRunner, source: Any, *, quiet: bool = False) -> Any:
                       photos=int(job.data.get("captured") or 0))
     begun = bool(job.data.get("upload_begun") or job.data.get("bytes_uploaded"))
     if job.state == JobState.UPLOADING and not begun:
-        job.update(upload_begun=True)
-        return Journal.create(cfg.data_dir, project, **fields)
+        job.progress(upload_begun=True)  # written with the journal, in one write
+        return JobJournal.start(job, project, **fields)
     path = Journal.path_for(cfg.data_dir, project)
     fields.update(create_sent=True, create_sent_at=time.time())
     if job.state == JobState.UPLOADING:
         r.emit("warning", text=f"transfer journal {path} is missing: project {project} "
                                "(its name is in the job) is asked for on the cloud and "
                                "its photos are sent again")
-        return Journal.create(cfg.data_dir, project, **fields)
+        return JobJournal.start(job, project, **fields)
     if not quiet:
         r.emit("warning", text=f"transfer journal {path} is missing: polling project "
                                f"{project} again (its name is in the job)")
-    return Journal.create(cfg.data_dir, project, phase="started",
-                          status=job.data.get("cloud_status"), **fields)
+    return JobJournal.start(job, project, phase="started",
+                            status=job.data.get("cloud_status"), **fields)
 
 
 def _set_changed(r: JobRunner, journal: Any, source: Any) -> None:

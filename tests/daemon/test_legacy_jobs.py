@@ -1,5 +1,6 @@
 """Job folders written by release 1 of the job record (``tests/legacy_jobs/v1``): a daemon of
-this version takes each on from where it stood and ends it ``done``, on the same cloud project."""
+this version migrates each record (the job's transfer journal taken in), takes each job on from
+where it stood and ends it ``done``, on the same cloud project."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from openscan_pi.cloud.local import LocalCloud
 from openscan_pi.fsutil import read_json
+from openscan_pi.jobs.record import VERSION as RECORD_VERSION
 
 from ..legacy_jobs.make_legacy import ROOT_FILE, URL_FILE
 from .conftest import DaemonProcess
@@ -40,6 +42,12 @@ def test_release_1_folders_continue_to_done_on_their_projects(
             "done.zip": "done", "mid-scan.zip": "scanning", "mid-upload.zip": "uploading",
             "processing.zip": "processing", "failed.zip": "failed"}
         d.start()
+        for path in d.data.glob("jobs/*/job.json"):  # every record written in the new form
+            record = read_json(path)
+            assert record["version"] == RECORD_VERSION and record["rig_restarts"] == 0, path
+            if record["project"] != "mid-scan.zip":  # (that one may be uploading by now)
+                assert record["transfer"]["project"] == record["project"], path
+        assert not list((d.data / "transfers").glob("*.json"))  # the journals are in the records
         failed = before["failed.zip"]["id"]
         assert d.call("job", {"job": failed})["state"] == "failed"  # waits for retry
         d.call("retry", {"job": failed})
