@@ -108,10 +108,11 @@ def read_json_file(folder: Path, name: str, fix: str) -> Any:
         raise broken(f"{name} is not UTF-8 text (byte {exc.start})") from None
     try:
         return json.loads(text)
-    except ValueError as exc:
-        what = getattr(exc, "msg", str(exc))
-        where = f", line {exc.lineno} column {exc.colno}" if hasattr(exc, "lineno") else ""
-        raise broken(f"{name} is not valid JSON ({what}{where}: cut short?)") from None
+    except json.JSONDecodeError as exc:
+        where = f", line {exc.lineno} column {exc.colno}"
+        raise broken(f"{name} is not valid JSON ({exc.msg}{where}: cut short?)") from None
+    except ValueError as exc:  # e.g. a number too long to convert
+        raise broken(f"{name} is not valid JSON ({exc}: cut short?)") from None
 
 
 # -- the record ----------------------------------------------------------------------------------

@@ -196,7 +196,8 @@ class JobRunner:
                 pass
         if isinstance(exc, UserError):
             return exc
-        return UserError(f"{exc.filename} disappeared while job {job.id} ran: `openscan-pi retry "
+        gone = getattr(exc, "filename", None)
+        return UserError(f"{gone} disappeared while job {job.id} ran: `openscan-pi retry "
                          f"{job.id}` goes on from what is on disk")
 
     # -- scanning ---------------------------------------------------------------------------

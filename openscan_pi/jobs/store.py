@@ -62,7 +62,8 @@ class Capture:
     @classmethod
     def of(cls, entry: dict[str, Any]) -> Capture:
         """A capture from a checked manifest entry (fields this version does not know ignored)."""
-        return cls(**{f.name: entry.get(f.name) for f in dataclasses.fields(cls)})
+        values: dict[str, Any] = {f.name: entry.get(f.name) for f in dataclasses.fields(cls)}
+        return cls(**values)
 
     def member(self, images: Path) -> Member:
         """The image as a member of the upload archive (nothing is read: the CRC is known)."""
