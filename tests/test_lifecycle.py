@@ -63,3 +63,8 @@ def test_the_queues_each_resource_feeds() -> None:
     assert states_needing(Resource.NETWORK) == {JobState.UPLOADING, JobState.PROCESSING,
                                                 JobState.DOWNLOADING}
     assert states_needing(Resource.RIG) | states_needing(Resource.NETWORK) == ACTIVE
+
+
+def test_what_each_step_reads_is_checked_before_a_job_is_taken_on() -> None:
+    assert {s.name: sorted(s.reads) for s in STEPS if s.reads} == {
+        "capture": ["images/manifest.json", "plan.json"], "upload": ["images/manifest.json"]}

@@ -20,11 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 from openscan_pi import __version__
 from openscan_pi.config import Config
+from openscan_pi.daemon.eta import Eta
+from openscan_pi.daemon.events import EventBus, log_job_events
 from openscan_pi.daemon.preflight import TokenCheck
 from openscan_pi.errors import InputError, UserError
 from openscan_pi.fsutil import try_lock
 from openscan_pi.jobs import actions
 from openscan_pi.jobs.check import BrokenJob
+from openscan_pi.jobs.events import JobChanged, JobProgress, StatusChanged, from_runner
 from openscan_pi.jobs.lifecycle import Resource, needs, states_needing
 from openscan_pi.jobs.state import ACTIVE, JobState
 from openscan_pi.jobs.store import Job, JobBusy, JobStore
@@ -50,23 +53,29 @@ RigCall = Callable[["Rig"], Any]
 
 @dataclass
 class _Run:
-    """A job a worker has taken: the resource its steps use, the event that stops it, and the
-    future done when the worker lets go of it."""
+    """A job a worker has taken: the resource its steps use, the event that stops it, the
+    future done when the worker lets go of it, and whether it was queued again meanwhile (a
+    retry between its failure and the worker letting go): then it is queued when let go."""
 
     resource: Resource
     stop: threading.Event = field(default_factory=threading.Event)
     released: concurrent.futures.Future[None] = field(default_factory=concurrent.futures.Future)
+    again: bool = False
 
 
 class Scheduler:
-    """Jobs, the rig thread and the transfer workers; thread-safe. ``on_status(status)`` is
-    called (from any thread) on every change and progress step."""
+    """Jobs, the rig thread and the transfer workers; thread-safe. Publishes typed events
+    (:mod:`openscan_pi.jobs.events`) on ``events``: :class:`StatusChanged` on every change and
+    progress step (``on_status(status)``, when given, is subscribed to it)."""
 
     def __init__(self, cfg: Config, *, on_status: Callable[[dict[str, Any]], None] | None = None,
                  on_slow_start: Callable[[float], None] | None = None) -> None:
         self.cfg = cfg
         self.loaded_at = time.time()
-        self.on_status = on_status or (lambda status: None)
+        self.events = EventBus()
+        self._subscribe_own()
+        if on_status is not None:
+            self.events.subscribe(StatusChanged, lambda e: on_status(e.status))
         self._on_slow_start = on_slow_start or (lambda seconds: None)
         self.store = JobStore(cfg.data_dir)
         self.jobs: dict[str, Job] = {}
@@ -79,7 +88,7 @@ class Scheduler:
         self._active: dict[str, Job] = {}  # the unfinished jobs (their state says so), by id
         self._last: Job | None = None
         self._seen: dict[str, str] = {}  # job id -> last state logged
-        self._eta: dict[str, tuple[str, float, float]] = {}  # job id -> (state, t0, value at t0)
+        self._eta = Eta()
         self._rig_queue: queue.Queue[str | tuple[RigCall, concurrent.futures.Future] | None] = (
             queue.Queue())
         self._rig_task: str | None = None
@@ -137,8 +146,7 @@ class Scheduler:
 
     @staticmethod
     def _write_migrated(job: Job) -> None:
-        """Write a record read in an older release's form (not under a process running it: that
-        one writes it at its next step)."""
+        """Write a record read in an older form (unless another process runs the job)."""
         try:
             with job.hold():
                 job.save()
@@ -328,6 +336,11 @@ class Scheduler:
 
     def _schedule(self, job: Job) -> None:
         """Queue the job for the resource its next step needs (as the lifecycle says)."""
+        with self._lock:
+            run = self._runs.get(job.id)
+            if run is not None:  # a worker still has it: queued when it lets go
+                run.again = True
+                return
         resource = needs(job.data)
         if resource == Resource.RIG:
             self._rig_queue.put(job.id)
@@ -348,6 +361,8 @@ class Scheduler:
             run = self._runs.pop(job.id)
             actions.end_cancelled(job)  # a cancel recorded while the worker had it
         run.released.set_result(None)
+        if run.again and not self.stopping.is_set():
+            self._schedule(job)
 
     def _run(self, job: Job, run: _Run) -> None:
         """Run the job's steps that need ``run.resource``, then let go of it."""
@@ -530,7 +545,8 @@ class Scheduler:
     # -- telling ----------------------------------------------------------------------------------
 
     def _changed(self, job: Job) -> None:
-        """A job changed durably: keep the groups, log transitions, tell the subscribers."""
+        """A job changed durably: keep the groups, tell it as :class:`JobChanged`, then the
+        status."""
         with self._lock:
             if job.state in ACTIVE:
                 self._active[job.id] = job
@@ -539,31 +555,35 @@ class Scheduler:
             self._last = job
             before = self._seen.get(job.id)
             self._seen[job.id] = job.state.value
-        if before != job.state.value:
-            extra = f": {job.data.get('error')}" if job.state == S.FAILED else ""
-            log.info("job %s: %s -> %s%s", job.id, before, job.state.value, extra,
-                     extra={"JOB_ID": job.id, "JOB_STATE": job.state.value,
-                            "PROJECT": job.data.get("project")})
+        record = job.record
+        self.events.publish(JobChanged(job.id, record.state, before, record.project,
+                                       record.error))
         self._notify()
 
     def _events(self, job: Job) -> Callable[..., None]:
-        def events(event: str, **fields: Any) -> None:
-            if event in ("stage", "warning"):
-                (log.warning if event == "warning" else log.info)("job %s: %s", job.id,
-                                                                   fields.get("text"))
-            elif event == "upload":
-                now = time.monotonic()
-                if now - self._progress_at >= PROGRESS_INTERVAL_S or fields["done"] == fields["total"]:
-                    self._progress_at = now
-                    self._notify()
+        """The runner's events about ``job``, published as typed events."""
+        def events(name: str, **fields: Any) -> None:
+            event = from_runner(job.id, name, fields)
+            if event is not None:
+                self.events.publish(event)
 
         return events
 
+    def _subscribe_own(self) -> None:
+        """What the scheduler itself does with its events: the log, and the status told on
+        upload progress (at most every PROGRESS_INTERVAL_S, and at the end)."""
+        def progressed(e: JobProgress) -> None:
+            now = time.monotonic()
+            if e.what == "upload" and (now - self._progress_at >= PROGRESS_INTERVAL_S
+                                       or e.done == e.total):
+                self._progress_at = now
+                self._notify()
+
+        log_job_events(self.events)
+        self.events.subscribe(JobProgress, progressed)
+
     def _notify(self) -> None:
-        try:
-            self.on_status(self.status())
-        except Exception:  # a listener must never break a job
-            log.exception("status listener failed")
+        self.events.publish(StatusChanged(self.status()))
 
     def _current(self) -> Job | None:
         if self._rig_job:
@@ -576,23 +596,5 @@ class Scheduler:
 
     def _public(self, job: Job) -> dict[str, Any]:
         out = job.public()
-        out["eta_s"] = self._estimate(job.id, out)
+        out["eta_s"] = self._eta.estimate(job.id, out)
         return out
-
-    def _estimate(self, job_id: str, job: dict[str, Any]) -> float | None:
-        """Seconds left in the current state, from the rate since this daemon saw it begin."""
-        state = job["state"]
-        if state == "scanning":
-            done, total = float(job["captured"] or 0), float(job["positions"] or 0)
-        elif state == "uploading":
-            done, total = float(job["bytes_uploaded"] or 0), float(job["bytes_total"] or 0)
-        else:
-            self._eta.pop(job_id, None)
-            return None
-        now = time.monotonic()
-        seen = self._eta.get(job_id)
-        if seen is None or seen[0] != state or done < seen[2]:
-            self._eta[job_id] = (state, now, done)
-            return None
-        rate = (done - seen[2]) / (now - seen[1]) if now > seen[1] else 0.0
-        return round((total - done) / rate, 1) if rate > 0 else None

@@ -21,11 +21,6 @@ from openscan_pi.errors import UserError
 from openscan_pi.jobs.record import VERSION as RECORD_VERSION
 from openscan_pi.jobs.state import JobState
 
-#: States (for a ``failed`` job: the state ``retry`` goes back to) that still read the manifest.
-NEEDS_MANIFEST = frozenset({"queued", "scanning", "uploading"})
-#: States (the same way) that still read ``plan.json``.
-NEEDS_PLAN = frozenset({"queued", "scanning"})
-
 MOVE_AWAY = "move the folder out of {root}"
 
 
@@ -238,14 +233,6 @@ def plan_problem(plan: Any, positions: int) -> str | None:
     return None
 
 
-def next_state(data: dict[str, Any]) -> str:
-    """The state a checked record runs in next: its own, or for a failed job the one ``retry``
-    goes back to."""
-    if data["state"] == JobState.FAILED:
-        return str(data.get("resume_state") or JobState.SCANNING.value)
-    return str(data["state"])
-
-
 def check_folder(folder: Path, root: Path) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
     """The record of the job in ``folder`` and its manifest entries (None when there is no
     manifest or the job does not need it any more); :class:`BrokenJobError` when the record, or
@@ -255,15 +242,18 @@ def check_folder(folder: Path, root: Path) -> tuple[dict[str, Any], list[dict[st
     problem = record_problem(folder.name, data)
     if problem:
         raise BrokenJobError(BrokenJob(folder, problem, f"fix job.json, or {away}"))
+    from openscan_pi.jobs.lifecycle import next_step
+
     entries = None
-    again = next_state(data)
-    if again in NEEDS_MANIFEST and (folder / "images" / "manifest.json").exists():
+    step = next_step(data)  # for a failed job: the step retry goes back to
+    reads = step.reads if step is not None else frozenset()
+    if "images/manifest.json" in reads and (folder / "images" / "manifest.json").exists():
         fix = f"fix images/manifest.json, or {away}"
         entries = read_json_file(folder, "images/manifest.json", fix)
         problem = manifest_problem(entries, data["positions"])
         if problem:
             raise BrokenJobError(BrokenJob(folder, problem, fix))
-    if again in NEEDS_PLAN and (folder / "plan.json").exists():
+    if "plan.json" in reads and (folder / "plan.json").exists():
         fix = (f"delete plan.json (`openscan-pi retry {folder.name}` makes a new one and keeps "
                f"the photos taken), or {away}")
         problem = plan_problem(read_json_file(folder, "plan.json", fix), data["positions"])

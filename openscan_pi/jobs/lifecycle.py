@@ -44,13 +44,17 @@ class Step:
     resource: Resource
     run: Callable[[JobRunner], None]  #: runs the step resumably from the job record
     detail: str | None = None  #: what the job shows on entering the step (the finer state)
+    #: the files of the job folder it reads (checked before a job is taken on)
+    reads: frozenset[str] = frozenset()
 
 
 S = JobState
 #: The steps of every job, in order.
 STEPS: tuple[Step, ...] = (
-    Step("capture", S.SCANNING, Resource.RIG, capture.capture, "checking disk space"),
-    Step("upload", S.UPLOADING, Resource.NETWORK, cloud_steps.upload, "packaging"),
+    Step("capture", S.SCANNING, Resource.RIG, capture.capture, "checking disk space",
+         frozenset({"images/manifest.json", "plan.json"})),
+    Step("upload", S.UPLOADING, Resource.NETWORK, cloud_steps.upload, "packaging",
+         frozenset({"images/manifest.json"})),
     Step("start", S.UPLOADING, Resource.NETWORK, cloud_steps.start),
     Step("poll", S.PROCESSING, Resource.NETWORK, cloud_steps.poll, "waiting for the cloud"),
     Step("download", S.DOWNLOADING, Resource.NETWORK, cloud_steps.download,
