@@ -1,4 +1,8 @@
-"""The durable transfer journal: one JSON file per cloud project under ``<data_dir>/transfers/``.
+"""The durable transfer journal: what a restarted upload needs to go on, per cloud project.
+
+A job keeps its journal in its record (``job.json``, see :mod:`openscan_pi.jobs.record`); the
+``upload`` and ``download`` commands keep one JSON file per project under
+``<data_dir>/transfers/``. Both are this class; only where :meth:`Journal.save` writes differs.
 
 It records what a restarted upload needs to continue where the last one stopped: the project name,
 the source and the digest of its archive layout, the upload links and their age, the parts done with
@@ -90,15 +94,20 @@ class Journal:
                 found.append(journal)
         return max(found, key=lambda j: j.data.get("created_at", 0), default=None)
 
-    @classmethod
-    def create(cls, data_dir: Path, project: str, **fields: Any) -> Journal:
-        """A new journal for ``project``, on disk before anything is sent."""
+    @staticmethod
+    def initial(project: str, **fields: Any) -> dict[str, Any]:
+        """The fields of a new journal for ``project`` (``fields`` set over the defaults)."""
         now = time.time()
         data = {"version": VERSION, "project": project, "phase": "creating", "links": [],
                 "links_created_at": None, "done": {}, "resets": 0, "status": None, "dlink": None,
                 "model_dir": None, "error": None, "created_at": now, "updated_at": now}
         data.update(fields)
-        journal = cls(cls.path_for(data_dir, project), data)
+        return data
+
+    @classmethod
+    def create(cls, data_dir: Path, project: str, **fields: Any) -> Journal:
+        """A new journal file for ``project``, on disk before anything is sent."""
+        journal = cls(cls.path_for(data_dir, project), cls.initial(project, **fields))
         journal.save()
         return journal
 

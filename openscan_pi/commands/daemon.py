@@ -278,7 +278,7 @@ def cancel(args: argparse.Namespace, cfg: Config | None) -> int:
         with client:
             job = client.call("cancel", {"job": args.job} if args.job else {})
     else:
-        from openscan_pi.jobs.state import JobState
+        from openscan_pi.jobs import actions
         from openscan_pi.jobs.store import JobStore
 
         if not args.job:
@@ -286,10 +286,8 @@ def cancel(args: argparse.Namespace, cfg: Config | None) -> int:
                              "(`openscan-pi jobs` lists them)")
         assert loaded is not None
         stored = JobStore(loaded.data_dir).load(args.job)
-        if stored.data["state"] in ("done", "cancelled"):
-            raise InputError(f"job {stored.id} is {stored.data['state']}: nothing to cancel")
         with stored.hold():
-            stored.transition(JobState.CANCELLED, step="cancelled")
+            actions.cancel(stored, held=False)
         job = stored.public()
     if args.json:
         emit_json(job)

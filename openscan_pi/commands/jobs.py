@@ -53,8 +53,7 @@ def _run(cfg: Config, job: Job, json_output: bool) -> int:
 
 def scan(args: argparse.Namespace, cfg: Config) -> int:
     """``scan --positions N``: a whole scan to a model on disk (in the daemon, or here)."""
-    from openscan_pi.cloud.journal import Journal
-    from openscan_pi.jobs.runner import preflight
+    from openscan_pi.jobs import actions
 
     if not 1 <= args.positions <= 10_000:
         raise InputError("--positions must be from 1 to 10000")
@@ -75,12 +74,12 @@ def scan(args: argparse.Namespace, cfg: Config) -> int:
                   f"{job['project']}): `openscan-pi status --watch` follows it")
         return 0
     prepare_data_dir(cfg.data_dir)
-    if project and Journal.find(cfg.data_dir, project):
-        raise InputError(f"project {project} exists already: choose another --project")
-    for warning in preflight(cfg, args.positions):
+    store = JobStore(cfg.data_dir)
+    if project:  # a taken name is refused before the checks ask the cloud
+        actions.create_problem(cfg, store, project)
+    for warning in actions.check_new(cfg, args.positions):
         print(f"warning: {warning}", file=sys.stderr)
-    job = JobStore(cfg.data_dir).create(positions=args.positions, project=project,
-                                        stack=cfg.camera.focus.stack)
+    job = actions.create(cfg, store, positions=args.positions, project=project)
     return _run(cfg, job, args.json)
 
 
@@ -99,9 +98,11 @@ def retry(args: argparse.Namespace, cfg: Config) -> int:
             print(f"job {args.job} continues in the daemon ({job_data['state']}): "
                   "`openscan-pi status --watch` follows it")
         return 0
+    from openscan_pi.jobs import actions
+
     job = JobStore(prepare_data_dir(cfg.data_dir)).load(args.job)
-    if job.data["state"] in ("done", "cancelled"):
-        raise InputError(f"job {job.id} is {job.data['state']}: nothing to retry")
+    with job.hold():
+        actions.retry(job, interrupted=True)  # a scan stopped part-way goes on as well
     return _run(cfg, job, args.json)
 
 

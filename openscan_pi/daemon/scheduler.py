@@ -15,15 +15,21 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from openscan_pi import __version__
 from openscan_pi.config import Config
+from openscan_pi.daemon.eta import Eta
+from openscan_pi.daemon.events import EventBus, log_job_events
 from openscan_pi.daemon.preflight import TokenCheck
 from openscan_pi.errors import InputError, UserError
 from openscan_pi.fsutil import try_lock
+from openscan_pi.jobs import actions
 from openscan_pi.jobs.check import BrokenJob
-from openscan_pi.jobs.state import ACTIVE, NEEDS_RIG, JobState
+from openscan_pi.jobs.events import JobChanged, JobProgress, StatusChanged, from_runner
+from openscan_pi.jobs.lifecycle import Resource, needs, states_needing
+from openscan_pi.jobs.state import ACTIVE, JobState
 from openscan_pi.jobs.store import Job, JobBusy, JobStore
 from openscan_pi.names import check_project
 from openscan_pi.paths import prepare_data_dir
@@ -36,22 +42,40 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 S = JobState
-TRANSFER_STATES = frozenset({S.UPLOADING, S.PROCESSING, S.DOWNLOADING})
+#: The states in which a job waits for (or has) the rig, and the network.
+NEEDS_RIG = states_needing(Resource.RIG)
+TRANSFER_STATES = states_needing(Resource.NETWORK)
 #: Upload progress is told to subscribers at most this often (durable steps always are).
 PROGRESS_INTERVAL_S = 0.2
 
 RigCall = Callable[["Rig"], Any]
 
 
+@dataclass
+class _Run:
+    """A job a worker has taken: the resource its steps use, the event that stops it, the
+    future done when the worker lets go of it, and whether it was queued again meanwhile (a
+    retry between its failure and the worker letting go): then it is queued when let go."""
+
+    resource: Resource
+    stop: threading.Event = field(default_factory=threading.Event)
+    released: concurrent.futures.Future[None] = field(default_factory=concurrent.futures.Future)
+    again: bool = False
+
+
 class Scheduler:
-    """Jobs, the rig thread and the transfer workers; thread-safe. ``on_status(status)`` is
-    called (from any thread) on every change and progress step."""
+    """Jobs, the rig thread and the transfer workers; thread-safe. Publishes typed events
+    (:mod:`openscan_pi.jobs.events`) on ``events``: :class:`StatusChanged` on every change and
+    progress step (``on_status(status)``, when given, is subscribed to it)."""
 
     def __init__(self, cfg: Config, *, on_status: Callable[[dict[str, Any]], None] | None = None,
                  on_slow_start: Callable[[float], None] | None = None) -> None:
         self.cfg = cfg
         self.loaded_at = time.time()
-        self.on_status = on_status or (lambda status: None)
+        self.events = EventBus()
+        self._subscribe_own()
+        if on_status is not None:
+            self.events.subscribe(StatusChanged, lambda e: on_status(e.status))
         self._on_slow_start = on_slow_start or (lambda seconds: None)
         self.store = JobStore(cfg.data_dir)
         self.jobs: dict[str, Job] = {}
@@ -60,16 +84,13 @@ class Scheduler:
         self.stopping = threading.Event()
         self._lock = threading.RLock()
         self._create_lock = threading.Lock()
-        self._running: dict[str, threading.Event] = {}  # job id -> its stop event
-        self._released: dict[str, concurrent.futures.Future[None]] = {}
-        self._cancelling: set[str] = set()
-        self._active: dict[str, Job] = {}
+        self._runs: dict[str, _Run] = {}  # job id -> the worker's hold on it
+        self._active: dict[str, Job] = {}  # the unfinished jobs (their state says so), by id
         self._last: Job | None = None
         self._seen: dict[str, str] = {}  # job id -> last state logged
-        self._eta: dict[str, tuple[str, float, float]] = {}  # job id -> (state, t0, value at t0)
+        self._eta = Eta()
         self._rig_queue: queue.Queue[str | tuple[RigCall, concurrent.futures.Future] | None] = (
             queue.Queue())
-        self._rig_job: str | None = None
         self._rig_task: str | None = None
         self._rig_stop = threading.Event()
         self._rig_thread: threading.Thread | None = None
@@ -106,21 +127,32 @@ class Scheduler:
             self._transfer_threads.append(thread)
         jobs, broken = self.store.survey()
         for job in jobs:
+            if job.migrated:  # a record of an older release, in this release's form
+                self._write_migrated(job)
             self._adopt(job)
         for report in broken:  # told once; the folder is left as it is, the others run on
             log.warning("%s", report.line())
             self.broken[report.id] = report
         for job in sorted(self._active.values(), key=lambda j: float(j.data["created"])):
-            if job.data.get("cancel_requested"):  # cancelled before the daemon went down
-                job.transition(S.CANCELLED, step="cancelled")
+            if actions.end_cancelled(job):  # cancelled before the daemon went down
                 continue
             if job.state == S.SCANNING and self.cfg.jobs.resume_scan == "fail":
-                job.transition(S.FAILED, step="failed", error=(
+                job.transition(S.FAILED, step=None, error=(
                     f"the scan was interrupted (the daemon restarted): `openscan-pi retry {job.id}` "
                     "continues it at the first missing position"))
                 continue
             log.info("job %s: continuing (%s)", job.id, job.state.value)
             self._schedule(job)
+
+    @staticmethod
+    def _write_migrated(job: Job) -> None:
+        """Write a record read in an older form (unless another process runs the job)."""
+        try:
+            with job.hold():
+                job.save()
+        except JobBusy:
+            return
+        log.info("job %s: record migrated to version %d", job.id, job.record.version)
 
     def stop(self, timeout: float = 4.0) -> None:
         """Stop every job at its next safe point (each continues at the next start), close the
@@ -129,8 +161,8 @@ class Scheduler:
         self.stopping.set()
         self.token_check.close()
         with self._lock:
-            for event in self._running.values():
-                event.set()
+            for run in self._runs.values():
+                run.stop.set()
         self._rig_stop.set()
         self._rig_queue.put(None)
         for _ in self._transfer_threads:
@@ -167,7 +199,8 @@ class Scheduler:
                     "job": self._public(job) if job else None,
                     "broken": [b.as_dict() for b in self.broken.values()],
                     "queued": [j.id for j in self._active.values() if j.state == S.QUEUED],
-                    "transfers": [i for i in self._running if i != self._rig_job]}
+                    "transfers": [i for i, r in self._runs.items()
+                                  if r.resource == Resource.NETWORK]}
 
     def list_jobs(self) -> list[dict[str, Any]]:
         """Every job, oldest first."""
@@ -211,23 +244,17 @@ class Scheduler:
 
     def scan(self, positions: int, project: str | None) -> dict[str, Any]:
         """Queue a new scan after the disk and token checks; returns the job."""
-        from openscan_pi.cloud.journal import Journal
-        from openscan_pi.jobs.runner import preflight
-
         if self.stopping.is_set():
             raise UserError("the daemon is stopping")
         name = check_project(project) if project else None
-        warnings = preflight(self.cfg, positions, token_info=self.token_check)
+        warnings = actions.check_new(self.cfg, positions, token_info=self.token_check)
         if self.stopping.is_set():
             raise UserError("the daemon is stopping")
         for warning in warnings:
             log.warning("%s", warning)
         with self._create_lock:  # two requests for one name: the second is refused
-            if name and (Journal.find(self.cfg.data_dir, name)
-                         or any(j.data.get("project") == name for j in list(self.jobs.values()))):
-                raise InputError(f"project {name} exists already: choose another project name")
-            job = self.store.create(positions=positions, project=name,
-                                    stack=self.cfg.camera.focus.stack)
+            job = actions.create(self.cfg, self.store, positions=positions, project=name,
+                                 jobs=list(self.jobs.values()))
             self._adopt(job)
         log.info("job %s: queued, %d positions, project %s", job.id, positions, job.data["project"])
         self._schedule(job)
@@ -239,38 +266,26 @@ class Scheduler:
         cancel is on disk before its worker is stopped: it holds across a crash or restart."""
         with self._lock:
             if job_id is None:
-                job_id = self._rig_job or next(iter(self._running), None) or next(
+                job_id = self._rig_job or next(iter(self._runs), None) or next(
                     iter(self._active), None)
                 if job_id is None:
                     raise InputError("nothing to cancel: no job is running (`openscan-pi jobs` "
                                      "lists them; `openscan-pi cancel JOB` cancels a failed one)")
             job = self._job(job_id)
-            if job.state in (S.DONE, S.CANCELLED):
-                raise InputError(f"job {job.id} is {job.state.value}: nothing to cancel")
-            if job.id in self._running:
-                # Durable before the worker is told: a daemon that dies before the worker lets
-                # go never resumes the job (start() ends it cancelled).
-                job.update(cancel_requested=time.time())
-                self._cancelling.add(job.id)
-                self._running[job.id].set()  # a call to the cloud in flight ends at once
-                return job.id, self._released[job.id]
-            job.transition(S.CANCELLED, step="cancelled")
+            run = self._runs.get(job.id)
+            if actions.cancel(job, held=run is not None):
+                assert run is not None
+                run.stop.set()  # a call to the cloud in flight ends at once
+                return job.id, run.released
             return job.id, None
 
     def retry(self, job_id: str) -> dict[str, Any]:
         """Continue a failed job from its last durable step."""
-        from openscan_pi.jobs.runner import JobRunner
-
         if job_id not in self.jobs:
             self._recheck(job_id)  # a folder fixed (or put back) since it was looked at
         with self._lock:
             job = self._job(job_id)
-            if job.state in (S.DONE, S.CANCELLED):
-                raise InputError(f"job {job.id} is {job.state.value}: nothing to retry")
-            if job.state != S.FAILED:
-                raise InputError(f"job {job.id} is {job.state.value} already: `openscan-pi status` "
-                                 "follows it")
-            JobRunner(self.cfg, job).resume()
+            actions.retry(job)
         log.info("job %s: retried (%s)", job.id, job.state.value)
         self._schedule(job)
         return self._public(job)
@@ -314,40 +329,52 @@ class Scheduler:
                 self._last = job
         job.on_change(self._changed)
 
+    @property
+    def _rig_job(self) -> str | None:
+        """The job whose steps have the rig now, or None."""
+        return next((i for i, r in self._runs.items() if r.resource == Resource.RIG), None)
+
     def _schedule(self, job: Job) -> None:
-        if job.state in NEEDS_RIG:
+        """Queue the job for the resource its next step needs (as the lifecycle says)."""
+        with self._lock:
+            run = self._runs.get(job.id)
+            if run is not None:  # a worker still has it: queued when it lets go
+                run.again = True
+                return
+        resource = needs(job.data)
+        if resource == Resource.RIG:
             self._rig_queue.put(job.id)
-        elif job.state in TRANSFER_STATES:
+        elif resource == Resource.NETWORK:
             self._transfer_queue.put(job.id)
 
-    def _claim(self, job: Job, states: frozenset[JobState]) -> threading.Event | None:
+    def _claim(self, job: Job, resource: Resource) -> _Run | None:
+        """Take the job for a worker of ``resource``, unless its next step needs another one, or
+        another worker has it."""
         with self._lock:
-            if self.stopping.is_set() or job.state not in states or job.id in self._running:
+            if self.stopping.is_set() or needs(job.data) != resource or job.id in self._runs:
                 return None
-            self._running[job.id] = threading.Event()
-            self._released[job.id] = concurrent.futures.Future()
-            return self._running[job.id]
+            run = self._runs[job.id] = _Run(resource)
+            return run
 
     def _release(self, job: Job) -> None:
         with self._lock:
-            self._running.pop(job.id, None)
-            released = self._released.pop(job.id)
-            if job.id in self._cancelling:
-                self._cancelling.discard(job.id)
-                if job.state in ACTIVE or job.state == S.FAILED:
-                    job.transition(S.CANCELLED, step="cancelled")
-        released.set_result(None)
+            run = self._runs.pop(job.id)
+            actions.end_cancelled(job)  # a cancel recorded while the worker had it
+        run.released.set_result(None)
+        if run.again and not self.stopping.is_set():
+            self._schedule(job)
 
-    def _run(self, job: Job, phase: str, stop: threading.Event) -> None:
+    def _run(self, job: Job, run: _Run) -> None:
+        """Run the job's steps that need ``run.resource``, then let go of it."""
         from openscan_pi.cloud.transfer import Cancelled
         from openscan_pi.jobs.runner import JobRunner
 
-        local = self._acquire_local() if phase == "transfer" else None
+        local = self._acquire_local() if run.resource == Resource.NETWORK else None
         try:
             with job.hold():
-                runner = JobRunner(self.cfg, job, events=self._events(job), stop=stop,
+                runner = JobRunner(self.cfg, job, events=self._events(job), stop=run.stop,
                                    rig=self.rig, local=local)
-                (runner.scan_phase if phase == "scan" else runner.transfer_phase)()
+                runner.run_steps(run.resource)
         except JobBusy as exc:
             log.warning("%s", exc)
         except Cancelled:
@@ -358,7 +385,7 @@ class Scheduler:
             log.exception("job %s: internal error", job.id)
             if job.state in ACTIVE:
                 try:
-                    job.transition(S.FAILED, step="failed",
+                    job.transition(S.FAILED, step=None,
                                    error=f"internal error: {exc} (see the daemon's log)")
                 except Exception:  # the worker must live on: the job continues at the next start
                     log.exception("job %s: could not record the failure", job.id)
@@ -369,19 +396,15 @@ class Scheduler:
 
     def _scan_job(self, job_id: str) -> None:
         job = self.jobs[job_id]
-        stop = self._claim(job, NEEDS_RIG)
-        if stop is None:
+        run = self._claim(job, Resource.RIG)
+        if run is None:
             return
-        with self._lock:
-            self._rig_job = job.id
         try:
-            self._run(job, "scan", stop)
+            self._run(job, run)
         finally:
-            with self._lock:
-                self._rig_job = None
             self._notify()
-        if job.state in TRANSFER_STATES and not self.stopping.is_set():
-            self._schedule(job)
+        if needs(job.data) == Resource.NETWORK and not self.stopping.is_set():
+            self._schedule(job)  # its next step needs the network
 
     def _transfer_main(self) -> None:
         while (job_id := self._transfer_queue.get()) is not None:
@@ -390,9 +413,9 @@ class Scheduler:
 
     def _transfer_job(self, job_id: str) -> None:
         job = self.jobs[job_id]
-        stop = self._claim(job, TRANSFER_STATES)
-        if stop is not None:
-            self._run(job, "transfer", stop)
+        run = self._claim(job, Resource.NETWORK)
+        if run is not None:
+            self._run(job, run)
 
     def _rig_main(self, ready: concurrent.futures.Future) -> None:
         try:
@@ -522,7 +545,8 @@ class Scheduler:
     # -- telling ----------------------------------------------------------------------------------
 
     def _changed(self, job: Job) -> None:
-        """A job changed durably: keep the groups, log transitions, tell the subscribers."""
+        """A job changed durably: keep the groups, tell it as :class:`JobChanged`, then the
+        status."""
         with self._lock:
             if job.state in ACTIVE:
                 self._active[job.id] = job
@@ -531,36 +555,40 @@ class Scheduler:
             self._last = job
             before = self._seen.get(job.id)
             self._seen[job.id] = job.state.value
-        if before != job.state.value:
-            extra = f": {job.data.get('error')}" if job.state == S.FAILED else ""
-            log.info("job %s: %s -> %s%s", job.id, before, job.state.value, extra,
-                     extra={"JOB_ID": job.id, "JOB_STATE": job.state.value,
-                            "PROJECT": job.data.get("project")})
+        record = job.record
+        self.events.publish(JobChanged(job.id, record.state, before, record.project,
+                                       record.error))
         self._notify()
 
     def _events(self, job: Job) -> Callable[..., None]:
-        def events(event: str, **fields: Any) -> None:
-            if event in ("stage", "warning"):
-                (log.warning if event == "warning" else log.info)("job %s: %s", job.id,
-                                                                   fields.get("text"))
-            elif event == "upload":
-                now = time.monotonic()
-                if now - self._progress_at >= PROGRESS_INTERVAL_S or fields["done"] == fields["total"]:
-                    self._progress_at = now
-                    self._notify()
+        """The runner's events about ``job``, published as typed events."""
+        def events(name: str, **fields: Any) -> None:
+            event = from_runner(job.id, name, fields)
+            if event is not None:
+                self.events.publish(event)
 
         return events
 
+    def _subscribe_own(self) -> None:
+        """What the scheduler itself does with its events: the log, and the status told on
+        upload progress (at most every PROGRESS_INTERVAL_S, and at the end)."""
+        def progressed(e: JobProgress) -> None:
+            now = time.monotonic()
+            if e.what == "upload" and (now - self._progress_at >= PROGRESS_INTERVAL_S
+                                       or e.done == e.total):
+                self._progress_at = now
+                self._notify()
+
+        log_job_events(self.events)
+        self.events.subscribe(JobProgress, progressed)
+
     def _notify(self) -> None:
-        try:
-            self.on_status(self.status())
-        except Exception:  # a listener must never break a job
-            log.exception("status listener failed")
+        self.events.publish(StatusChanged(self.status()))
 
     def _current(self) -> Job | None:
         if self._rig_job:
             return self.jobs[self._rig_job]
-        for job_id in self._running:
+        for job_id in self._runs:
             return self.jobs[job_id]
         for job in self._active.values():
             return job
@@ -568,23 +596,5 @@ class Scheduler:
 
     def _public(self, job: Job) -> dict[str, Any]:
         out = job.public()
-        out["eta_s"] = self._estimate(job.id, out)
+        out["eta_s"] = self._eta.estimate(job.id, out)
         return out
-
-    def _estimate(self, job_id: str, job: dict[str, Any]) -> float | None:
-        """Seconds left in the current state, from the rate since this daemon saw it begin."""
-        state = job["state"]
-        if state == "scanning":
-            done, total = float(job["captured"] or 0), float(job["positions"] or 0)
-        elif state == "uploading":
-            done, total = float(job["bytes_uploaded"] or 0), float(job["bytes_total"] or 0)
-        else:
-            self._eta.pop(job_id, None)
-            return None
-        now = time.monotonic()
-        seen = self._eta.get(job_id)
-        if seen is None or seen[0] != state or done < seen[2]:
-            self._eta[job_id] = (state, now, done)
-            return None
-        rate = (done - seen[2]) / (now - seen[1]) if now > seen[1] else 0.0
-        return round((total - done) / rate, 1) if rate > 0 else None

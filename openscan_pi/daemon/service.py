@@ -18,7 +18,6 @@ import socket
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any
 
 from openscan_pi.config import Config
 from openscan_pi.daemon import protocol
@@ -27,6 +26,7 @@ from openscan_pi.daemon.scheduler import Scheduler
 from openscan_pi.daemon.server import RpcServer, bind_socket, systemd_socket
 from openscan_pi.daemon.systemd import Notifier, status_line
 from openscan_pi.errors import UserError
+from openscan_pi.jobs.events import StatusChanged
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +75,11 @@ class Service:
         if self.loop is not None and self._stop is not None:
             self.loop.call_soon_threadsafe(self._stop.set)
 
-    def _tell(self, status: dict[str, Any]) -> None:
-        """From any thread: status to the subscribers, and a STATUS= line to systemd."""
-        self.notifier.status(status_line(status))
-        if self.server is not None and self.loop is not None:
-            line = protocol.notification("status", status)
-            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody listens
-                self.loop.call_soon_threadsafe(self.server.broadcast, line)
+    def _tell(self, event: StatusChanged) -> None:
+        """On the loop: a new status to the socket's subscribers, and a STATUS= line to systemd."""
+        self.notifier.status(status_line(event.status))
+        if self.server is not None:
+            self.server.broadcast(protocol.notification("status", event.status))
 
     async def run(self) -> int:
         """Serve until stopped; returns the exit status."""
@@ -94,8 +92,9 @@ class Service:
         handed = systemd_socket()
         path = self.cfg.socket_path
         sock: socket.socket = handed or bind_socket(path, self.cfg.daemon.socket_group)
-        scheduler = self.scheduler = Scheduler(self.cfg, on_status=self._tell,
-                                      on_slow_start=self.notifier.extend_timeout)
+        scheduler = self.scheduler = Scheduler(self.cfg,
+                                               on_slow_start=self.notifier.extend_timeout)
+        scheduler.events.subscribe(StatusChanged, self._tell, loop=self.loop)
         watchdog: asyncio.Task | None = None
         try:
             await self.loop.run_in_executor(None, scheduler.start)
@@ -166,7 +165,7 @@ class Service:
                 self.server.max_clients = cfg.daemon.max_clients
                 self.server.max_queued_bytes = cfg.daemon.max_queued_bytes
             log.info("config reloaded from %s", cfg.source or source)
-        self._tell(self.scheduler.status())
+        self._tell(StatusChanged(self.scheduler.status()))
 
 
 def run(cfg: Config, load: Callable[[], Config] | None = None) -> int:

@@ -18,12 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from openscan_pi.errors import UserError
+from openscan_pi.jobs.record import VERSION as RECORD_VERSION
 from openscan_pi.jobs.state import JobState
-
-#: States (for a ``failed`` job: the state ``retry`` goes back to) that still read the manifest.
-NEEDS_MANIFEST = frozenset({"queued", "scanning", "uploading"})
-#: States (the same way) that still read ``plan.json``.
-NEEDS_PLAN = frozenset({"queued", "scanning"})
 
 MOVE_AWAY = "move the folder out of {root}"
 
@@ -107,10 +103,11 @@ def read_json_file(folder: Path, name: str, fix: str) -> Any:
         raise broken(f"{name} is not UTF-8 text (byte {exc.start})") from None
     try:
         return json.loads(text)
-    except ValueError as exc:
-        what = getattr(exc, "msg", str(exc))
-        where = f", line {exc.lineno} column {exc.colno}" if hasattr(exc, "lineno") else ""
-        raise broken(f"{name} is not valid JSON ({what}{where}: cut short?)") from None
+    except json.JSONDecodeError as exc:
+        where = f", line {exc.lineno} column {exc.colno}"
+        raise broken(f"{name} is not valid JSON ({exc.msg}{where}: cut short?)") from None
+    except ValueError as exc:  # e.g. a number too long to convert
+        raise broken(f"{name} is not valid JSON ({exc}: cut short?)") from None
 
 
 # -- the record ----------------------------------------------------------------------------------
@@ -149,6 +146,11 @@ _FIELDS: dict[str, tuple[bool, Any, str]] = {
     "capture_s": (False, _is_number, "a number"),
     "transfer_s": (False, _is_number, "a number"),
     "motion_estimate_s": (False, _is_number, "a number"),
+    "version": (False, lambda v: _is_int(v, 1), "a whole number from 1"),
+    "rig_restarts": (False, _is_int, "a whole number from 0"),
+    "cancel_requested": (False, _is_number, "a time (seconds since 1970)"),
+    "transfer": (False, lambda v: isinstance(v, dict) and isinstance(v.get("phase"), str),
+                 "a transfer journal (an object with a phase)"),
 }
 
 
@@ -164,6 +166,9 @@ def record_problem(folder_name: str, data: Any) -> str | None:
             continue
         if not ok(value):
             return f"job.json: {field} is {json.dumps(value)[:40]}, not {expected}"
+    if _is_int(data.get("version")) and data["version"] > RECORD_VERSION:
+        return (f"job.json is version {data['version']} of the job record, written by a newer "
+                f"openscan-pi (this one reads up to {RECORD_VERSION})")
     if data["id"] != folder_name:
         return f"job.json says id {json.dumps(data['id'])[:40]}, but the folder is named {folder_name}"
     return None
@@ -228,14 +233,6 @@ def plan_problem(plan: Any, positions: int) -> str | None:
     return None
 
 
-def next_state(data: dict[str, Any]) -> str:
-    """The state a checked record runs in next: its own, or for a failed job the one ``retry``
-    goes back to."""
-    if data["state"] == JobState.FAILED:
-        return str(data.get("resume_state") or JobState.SCANNING.value)
-    return str(data["state"])
-
-
 def check_folder(folder: Path, root: Path) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
     """The record of the job in ``folder`` and its manifest entries (None when there is no
     manifest or the job does not need it any more); :class:`BrokenJobError` when the record, or
@@ -245,15 +242,18 @@ def check_folder(folder: Path, root: Path) -> tuple[dict[str, Any], list[dict[st
     problem = record_problem(folder.name, data)
     if problem:
         raise BrokenJobError(BrokenJob(folder, problem, f"fix job.json, or {away}"))
+    from openscan_pi.jobs.lifecycle import next_step
+
     entries = None
-    again = next_state(data)
-    if again in NEEDS_MANIFEST and (folder / "images" / "manifest.json").exists():
+    step = next_step(data)  # for a failed job: the step retry goes back to
+    reads = step.reads if step is not None else frozenset()
+    if "images/manifest.json" in reads and (folder / "images" / "manifest.json").exists():
         fix = f"fix images/manifest.json, or {away}"
         entries = read_json_file(folder, "images/manifest.json", fix)
         problem = manifest_problem(entries, data["positions"])
         if problem:
             raise BrokenJobError(BrokenJob(folder, problem, fix))
-    if again in NEEDS_PLAN and (folder / "plan.json").exists():
+    if "plan.json" in reads and (folder / "plan.json").exists():
         fix = (f"delete plan.json (`openscan-pi retry {folder.name}` makes a new one and keeps "
                f"the photos taken), or {away}")
         problem = plan_problem(read_json_file(folder, "plan.json", fix), data["positions"])

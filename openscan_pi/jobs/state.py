@@ -43,8 +43,7 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
 ACTIVE = frozenset({S.QUEUED, S.SCANNING, S.UPLOADING, S.PROCESSING, S.DOWNLOADING})
 #: A job in one of these needs nothing more (``failed`` can still be retried).
 FINISHED = frozenset({S.DONE, S.FAILED, S.CANCELLED})
-#: The states in which the rig is needed; the others belong to the transfer worker.
-NEEDS_RIG = frozenset({S.QUEUED, S.SCANNING})
+# Which resource a state needs is the lifecycle's to say (jobs/lifecycle.py: states_needing).
 
 
 class BadTransition(ValueError):

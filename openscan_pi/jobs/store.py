@@ -30,6 +30,8 @@ from openscan_pi.jobs.check import (
     manifest_problem,
     read_json_file,
 )
+from openscan_pi.jobs.record import VERSION as RECORD_VERSION
+from openscan_pi.jobs.record import JobRecord, migrate
 from openscan_pi.jobs.state import JobState, check_transition
 from openscan_pi.names import check_job_id
 
@@ -60,7 +62,8 @@ class Capture:
     @classmethod
     def of(cls, entry: dict[str, Any]) -> Capture:
         """A capture from a checked manifest entry (fields this version does not know ignored)."""
-        return cls(**{f.name: entry.get(f.name) for f in dataclasses.fields(cls)})
+        values: dict[str, Any] = {f.name: entry.get(f.name) for f in dataclasses.fields(cls)}
+        return cls(**values)
 
     def member(self, images: Path) -> Member:
         """The image as a member of the upload archive (nothing is read: the CRC is known)."""
@@ -73,28 +76,40 @@ class Job:
     """One scan job: its record, its folder, its manifest. Changes are durable on return."""
 
     def __init__(self, folder: Path, data: dict[str, Any],
-                 entries: list[dict[str, Any]] | None = None) -> None:
-        """A job from its checked record ``data`` (and manifest ``entries``, when read)."""
+                 entries: list[dict[str, Any]] | None = None, *, migrated: bool = False,
+                 migrated_from: Path | None = None) -> None:
+        """A job from its checked record ``data`` of this version (and manifest ``entries``,
+        when read); ``migrated``: ``data`` was migrated from an older version (see
+        :func:`~openscan_pi.jobs.record.migrate`), ``migrated_from`` the release 1 journal file
+        it took in, removed once the record is written."""
         self.folder = folder
-        self.data = data
+        self.record = JobRecord.from_dict(data)
+        self.migrated = migrated
+        self._legacy_journal = migrated_from
         self._lock = threading.RLock()
         self._listeners: list[Callable[[Job], None]] = []
         self._published: dict[str, Any] = {}
-        if entries is not None and data.get("state") in ("queued", "scanning", "failed"):
+        if entries is not None and self.record.state in ("queued", "scanning", "failed"):
             self._count(entries)  # captures since the last write
         self._publish()
 
     # -- the record -------------------------------------------------------------------------
 
     @property
+    def data(self) -> dict[str, Any]:
+        """The record as a dict (a copy to read: changes go through :meth:`update`,
+        :meth:`transition` and :meth:`progress`)."""
+        return self.record.to_dict()
+
+    @property
     def id(self) -> str:
         """The job id (also its folder name)."""
-        return str(self.data["id"])
+        return self.record.id
 
     @property
     def state(self) -> JobState:
         """The contract's state."""
-        return JobState(self.data["state"])
+        return self.record.state
 
     @property
     def images(self) -> Path:
@@ -112,14 +127,15 @@ class Job:
         return dict(self._published)
 
     def _publish(self) -> None:
-        published = {k: self.data.get(k) for k in PUBLIC_FIELDS}
-        published["step"] = self.data.get("step")
+        data = self.data
+        published = {k: data.get(k) for k in PUBLIC_FIELDS}
+        published["step"] = data.get("step")
         self._published = published  # one reference swap: readers never see half of it
 
     def progress(self, **fields: Any) -> None:
         """Progress that is not a durable step (bytes sent of a part): told, not written."""
         with self._lock:
-            self.data.update(fields)
+            self.record.set(**fields)
             self._publish()
 
     @contextlib.contextmanager
@@ -142,7 +158,7 @@ class Job:
     def update(self, **fields: Any) -> None:
         """Change fields (not ``state``) durably, then tell the listeners."""
         with self._lock:
-            self.data.update(fields)
+            self.record.set(**fields)
             self._save()
         self._notify()
 
@@ -153,14 +169,13 @@ class Job:
                 return
             if new == JobState.FAILED and self.state != JobState.FAILED:
                 fields.setdefault("resume_state", self.state.value)
-            before = dict(self.data)
-            self.data.update(fields)
-            self.data["state"] = new.value
+            before = dataclasses.replace(self.record)
+            self.record.set(**fields, state=new)
             try:
                 self._save()
             except DiskError as exc:
                 if new != JobState.FAILED:
-                    self.data = before
+                    self.record = before
                     raise
                 # A full disk cannot take even the record of the failure: say it anyway; the
                 # record on disk keeps the last durable step, where a restart continues.
@@ -168,10 +183,19 @@ class Job:
                 self._publish()
         self._notify()
 
+    def save(self) -> None:
+        """Write the record as it is (a migrated one in this version's form)."""
+        with self._lock:
+            self._save()
+
     def _save(self) -> None:
-        self.data["updated"] = time.time()
-        atomic_write_json(self.folder / "job.json", self.data)
+        self.record.updated = time.time()
+        atomic_write_json(self.folder / "job.json", self.record.to_dict())
         self._publish()
+        self.migrated = False
+        if self._legacy_journal is not None:  # the record holds it now
+            self._legacy_journal.unlink(missing_ok=True)
+            self._legacy_journal = None
 
     def _notify(self) -> None:
         for listener in list(self._listeners):
@@ -192,7 +216,7 @@ class Job:
         away = MOVE_AWAY.format(root=self.folder.parent)
         fix = f"fix images/manifest.json, or {away}"
         entries = read_json_file(self.folder, "images/manifest.json", fix)
-        problem = manifest_problem(entries, int(self.data["positions"]))
+        problem = manifest_problem(entries, self.record.positions)
         if problem:
             raise BrokenJobError(BrokenJob(self.folder, problem, fix))
         return [Capture.of(entry) for entry in entries]
@@ -206,7 +230,7 @@ class Job:
             entries = read_json(self.manifest) if self.manifest.exists() else []
             entries.append(dict(capture.__dict__))
             atomic_write_json(self.manifest, entries)
-            self.data.update(fields)
+            self.record.set(**fields)
             self._count(entries)
             self._publish()
         self._notify()
@@ -221,8 +245,8 @@ class Job:
         self._notify()
 
     def _count(self, entries: list[dict[str, Any]]) -> None:
-        self.data["captured"] = len({e["position"] for e in entries})
-        self.data["bytes_total"] = sum(e["size"] for e in entries)
+        self.record.captured = len({e["position"] for e in entries})
+        self.record.bytes_total = sum(e["size"] for e in entries)
 
 
 class JobStore:
@@ -251,7 +275,7 @@ class JobStore:
         data = {"id": job_id, "project": project, "state": JobState.QUEUED.value,
                 "positions": positions, "stack": stack, "captured": 0, "bytes_total": 0,
                 "bytes_uploaded": 0, "cloud_status": None, "model_dir": None, "error": None,
-                "step": "queued", "created": now, "updated": now}
+                "step": None, "created": now, "updated": now, "version": RECORD_VERSION}
         job = Job(folder, data)
         job._save()
         return job
@@ -267,7 +291,10 @@ class JobStore:
     def open(self, folder: Path) -> Job:
         """The job in ``folder``, checked (:class:`BrokenJobError` when it fails)."""
         data, entries = check_folder(folder, self.root)
-        return Job(folder, data, entries)
+        version = data.get("version")
+        data, journal = migrate(data, self.root.parent)
+        return Job(folder, data, entries, migrated=version != RECORD_VERSION,
+                   migrated_from=journal)
 
     def survey(self) -> tuple[list[Job], list[BrokenJob]]:
         """Every job (by id, i.e. oldest first) and every broken job folder (see :meth:`look`),

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from openscan_pi.cloud.local import LocalCloud
-from openscan_pi.fsutil import read_json
+from openscan_pi.fsutil import atomic_write_json, read_json
 from tests.conftest import run_cli
 from tests.daemon.conftest import DaemonProcess
 from tests.daemon.test_daemon_jobs import check_images
@@ -67,7 +67,15 @@ def delete(d: DaemonProcess, job_id: str, what: str) -> dict[str, Any]:
     first = read_json(names["manifest"])[0]["file"]
     names["photo"] = folder / "images" / first
     names["photos"] = len(list(names["images"].glob("pos*.jpg")))
-    names[what].unlink()
+    if what == "journal":
+        # The journal is part of the job record now: what can lose it is a folder of release 1
+        # (journal in data_dir/transfers) whose journal file went before the record was migrated.
+        record.pop("transfer", None)
+        record.pop("version", None)
+        atomic_write_json(folder / "job.json", record)
+        names["journal"].unlink(missing_ok=True)
+    else:
+        names[what].unlink()
     return names
 
 

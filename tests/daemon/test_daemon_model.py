@@ -80,12 +80,10 @@ def rewind(d: DaemonProcess, folder: Path, state: str, **fields: Any) -> None:
     ``state``, its journal at "processed"."""
     record = read_json(folder / "job.json")
     record.update(state=state, step="downloading the model", model_dir=None, **fields)
-    (folder / "job.json").write_text(json.dumps(record))
-    journal_path = d.data / "transfers" / f"{record['project']}.json"
-    journal = read_json(journal_path)
+    journal = record["transfer"]  # the job's transfer journal is part of its record
     journal.update(phase="processed", model_dir=None)
     journal.pop("files", None)
-    journal_path.write_text(json.dumps(journal))
+    (folder / "job.json").write_text(json.dumps(record))
 
 
 def cut_download(folder: Path, window: str, model: dict[str, bytes]) -> None:
@@ -139,7 +137,7 @@ def test_a_download_cut_at_any_point_is_finished(
     assert tree(folder / "model") == model
     kept = window in ("renamed", "failed")
     assert downloads(cloud) == fetched + (0 if kept else 1)  # a complete model is not fetched again
-    journal = read_json(d.data / "transfers" / f"{done['project']}.json")
+    journal = read_json(folder / "job.json")["transfer"]
     assert journal["phase"] == "downloaded" and len(journal["files"]) == len(model)
     if via != "cli":
         log = d.log_text()

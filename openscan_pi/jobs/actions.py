@@ -1,0 +1,94 @@
+"""Creating, cancelling and retrying a job: written once, used by the daemon's scheduler and by
+the CLI when no daemon runs.
+
+Each action changes the job record durably before it returns. A job a worker holds (its steps
+running) is not changed under the worker: its cancel is recorded (``cancel_requested``) and the
+worker, once stopped, ends it (:func:`end_cancelled`); a daemon that dies first ends it
+``cancelled`` at its next start.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+from openscan_pi.config import Config
+from openscan_pi.errors import InputError
+from openscan_pi.jobs.lifecycle import resume_state
+from openscan_pi.jobs.state import ACTIVE, JobState
+from openscan_pi.jobs.store import Job, JobStore
+
+if TYPE_CHECKING:
+    from openscan_pi.cloud.api import TokenInfo
+
+S = JobState
+
+
+def check_new(cfg: Config, positions: int, *,
+              token_info: Callable[[], TokenInfo] | None = None) -> list[str]:
+    """Refuse a scan the disk or the token cannot take (:class:`UserError`); returns warnings.
+    Asks the cloud: call it before taking any lock."""
+    from openscan_pi.jobs.runner import preflight
+
+    return preflight(cfg, positions, token_info=token_info)
+
+
+def create(cfg: Config, store: JobStore, *, positions: int, project: str | None,
+           jobs: Iterable[Job] | None = None) -> Job:
+    """A new queued job, on disk when returned. :class:`InputError` when ``project`` names a
+    project that exists already: an upload's, or a job's (of ``jobs``, the jobs known; all the
+    jobs on disk when None). Callers creating jobs at once hold one lock around it."""
+    from openscan_pi.names import check_project
+
+    name = check_project(project) if project else None
+    if name:
+        create_problem(cfg, store, name, jobs)
+    return store.create(positions=positions, project=name, stack=cfg.camera.focus.stack)
+
+
+def create_problem(cfg: Config, store: JobStore, project: str,
+                   jobs: Iterable[Job] | None = None) -> None:
+    """:class:`InputError` when ``project`` is the name of an upload's project or of a job's
+    (of ``jobs``; of every job on disk when None)."""
+    from openscan_pi.cloud.journal import Journal
+
+    known = store.all() if jobs is None else jobs
+    if Journal.find(cfg.data_dir, project) or any(j.record.project == project for j in known):
+        raise InputError(f"project {project} exists already: choose another project name")
+
+
+def cancel(job: Job, *, held: bool) -> bool:
+    """Cancel ``job``. When a worker ``held`` it, the cancel is recorded and True returned: the
+    caller stops the worker, which ends the job cancelled as it lets go. Otherwise the job is
+    ``cancelled`` now (False). :class:`InputError` for a job with nothing left to cancel."""
+    if job.state in (S.DONE, S.CANCELLED):
+        raise InputError(f"job {job.id} is {job.state.value}: nothing to cancel")
+    if held:
+        # Durable before the worker is told: a daemon that dies before the worker lets go
+        # never resumes the job.
+        job.update(cancel_requested=time.time())
+        return True
+    job.transition(S.CANCELLED, step=None)
+    return False
+
+
+def end_cancelled(job: Job) -> bool:
+    """A job whose cancel was recorded (its worker has let go, or the daemon restarted): make
+    it ``cancelled``; True when it was."""
+    if job.record.cancel_requested and (job.state in ACTIVE or job.state == S.FAILED):
+        job.transition(S.CANCELLED, step=None)
+        return True
+    return False
+
+
+def retry(job: Job, *, interrupted: bool = False) -> None:
+    """Take a failed job back to the step it failed in; with ``interrupted``, a job stopped
+    part-way (not failed) is accepted as it is, to go on. :class:`InputError` otherwise."""
+    if job.state in (S.DONE, S.CANCELLED):
+        raise InputError(f"job {job.id} is {job.state.value}: nothing to retry")
+    if job.state == S.FAILED:
+        job.transition(resume_state(job.data), error=None)
+    elif not interrupted:
+        raise InputError(f"job {job.id} is {job.state.value} already: `openscan-pi status` "
+                         "follows it")

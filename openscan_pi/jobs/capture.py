@@ -1,0 +1,184 @@
+"""The capture step: photograph every position the job's manifest lacks, on the rig.
+
+It starts from what is durable: the plan saved with the job (a resumed scan visits the same
+positions) and the manifest (a position already photographed is skipped). Photos found missing
+or changed are captured again; photos on disk the manifest lacks are taken in (see
+:mod:`.recover`). The rig is used only through ``home()``, ``angles()``, ``start_camera()``,
+``move()``, ``capture()``, ``light.off()``, ``cancel`` and ``time_scale``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from openscan_pi.errors import UserError
+from openscan_pi.fsutil import atomic_write_json
+from openscan_pi.jobs import recover
+from openscan_pi.jobs.check import MOVE_AWAY, BrokenJob, BrokenJobError, plan_problem, read_json_file
+from openscan_pi.jobs.space import DISK_MARGIN, check_free_space, estimated_bytes
+from openscan_pi.jobs.store import Capture
+
+if TYPE_CHECKING:
+    from openscan_pi.jobs.runner import JobRunner
+
+log = logging.getLogger(__name__)
+
+
+def _check_disk(r: JobRunner) -> None:
+    done = sum(c.size for c in r.job.captures())
+    need = estimated_bytes(r.cfg, int(r.job.data["positions"])) * DISK_MARGIN - done
+    check_free_space(r.job.folder, need)
+
+
+def _plan(r: JobRunner, start: tuple[float, float]) -> list[dict[str, float]]:
+    """The positions in capture order, fixed at the first start of the scan (made again,
+    keeping the positions already photographed, when ``plan.json`` was lost)."""
+    job = r.job
+    path = job.folder / "plan.json"
+    if path.exists():
+        fix = (f"delete {path} (`openscan-pi retry {job.id}` makes a new one and keeps the "
+               f"photos taken), or {MOVE_AWAY.format(root=job.folder.parent)}")
+        plan = read_json_file(job.folder, "plan.json", fix)
+        problem = plan_problem(plan, int(job.data["positions"]))
+        if problem:
+            raise BrokenJobError(BrokenJob(job.folder, problem, fix))
+        return list(plan)
+    from openscan_pi.plan import PlanCancelled, make_plan
+    from openscan_pi.rig.estimate import rig_time_fn
+
+    job.update(step="planning")
+    try:
+        plan = make_plan(int(job.data["positions"]), r.cfg.plan, rig_time_fn(r.cfg.rig),
+                         start, stop=r.stop.is_set)
+    except PlanCancelled:
+        r.check_stop()  # raises Cancelled: planned again when the job goes on
+        raise
+    positions = [{"rotor": p.rotor, "turntable": p.turntable} for p in plan.positions]
+    taken = job.captures()
+    if taken:
+        positions = recover.replan(positions, taken)
+        r.emit("warning", text=f"{path} is missing: made again, keeping the positions of "
+                               f"the {len(taken)} photos taken")
+    atomic_write_json(path, positions)
+    if not taken:
+        job.update(motion_estimate_s=plan.motion_time_s)
+    return positions
+
+
+def _check_photos(r: JobRunner) -> None:
+    """Before capturing: a photo of the manifest that is missing (or not the size it was
+    captured at) is left out, to be captured again; a photo on disk that the manifest lacks
+    (a crash between the two, or a lost manifest) is taken in, when the plan says where it
+    was taken."""
+    job = r.job
+    lost = not job.manifest.exists()
+    captures = job.captures()
+    bad = recover.bad_photos(job, captures)
+    keep = [c for c in captures if c not in {b for b, _ in bad}]
+    plan = recover.read_plan(job)
+    found = recover.photos_on_disk(job, plan, {(c.position, c.shot) for c in captures}
+                                   ) if plan else []
+    for c, why in bad[:3]:
+        r.emit("warning", text=f"{job.images / c.file} is {why}: captured again at "
+                               f"position {c.position + 1}")
+    if len(bad) > 3:
+        r.emit("warning", text=f"{len(bad) - 3} more photos are missing or changed: "
+                               "captured again at their positions")
+    if lost and found:
+        r.emit("warning", text=f"{job.manifest} is missing: rebuilt from the "
+                               f"{len(found)} photos in {job.images}")
+    elif lost and plan is None and any(recover.PHOTO_NAME.match(p.name)
+                                       for p in job.images.iterdir()):
+        r.emit("warning", text=f"{job.manifest} and {job.folder / 'plan.json'} are "
+                               "missing: every position is captured again")
+    if bad or found:
+        job.set_captures(sorted(keep + found, key=lambda c: (c.position, c.shot))
+                         if lost else keep + found)
+
+
+def _check_scanned(r: JobRunner, total: int, shots: int) -> None:
+    """After the capture loop: every position has its photos in the manifest (one that lost
+    entries meanwhile is made whole from the photos on disk, or the job fails saying so)."""
+    job = r.job
+    have = {(c.position, c.shot) for c in job.captures()}
+    if all((i, k) in have for i in range(total) for k in range(shots)):
+        return
+    found = recover.photos_on_disk(job, recover.read_plan(job), have)
+    if found:
+        job.set_captures(job.captures() + found)
+        have |= {(c.position, c.shot) for c in found}
+    lacking = sorted({i + 1 for i in range(total) for k in range(shots) if (i, k) not in have})
+    if lacking:
+        raise UserError(f"{job.manifest} lacks positions {recover.listing(list(map(str, lacking)))} "
+                        f"after the scan (was it changed meanwhile?): `openscan-pi retry "
+                        f"{job.id}` captures them")
+
+
+def capture(r: JobRunner) -> None:
+    """The capture step: every position not yet in the manifest, on the rig."""
+    from openscan_pi.rig.camera import CameraStalled, lens_positions
+    from openscan_pi.rig.rig import Rig
+
+    job = r.job
+    if r.cfg.camera.backend == "external":
+        raise UserError("scan with camera.backend: external is not supported yet: the DSLR "
+                        "keeps the photos; copy them off and use `openscan-pi upload`")
+    job.update(step="checking disk space")
+    job.images.mkdir(exist_ok=True)
+    for leftover in job.images.glob(".*.tmp"):  # a photo cut short by a crash
+        leftover.unlink()
+    _check_photos(r)
+    _check_disk(r)
+    if r.rig is not None:
+        r.rig.cancel = r.stop
+    with contextlib.nullcontext(r.rig) if r.rig else Rig(r.cfg, cancel=r.stop) as rig:
+        job.update(step="homing")
+        timings = {"motion_s": float(job.data.get("motion_s") or 0.0),
+                   "capture_s": float(job.data.get("capture_s") or 0.0)}
+        began = time.perf_counter()
+        message = rig.home()
+        timings["motion_s"] += time.perf_counter() - began  # homing is motion too
+        log.info("%s", message)
+        positions = _plan(r, rig.angles())
+        info = rig.start_camera()
+        lenses = lens_positions(r.cfg.camera.focus, bool(info.get("has_autofocus")))
+        done = {(c.position, c.shot) for c in job.captures()}
+        total = len(positions)
+        for index, pos in enumerate(positions):
+            if all((index, k) in done for k in range(len(lenses))):
+                continue
+            r.check_stop()
+            job.progress(step=f"capturing {index + 1}/{total}")  # the capture is the step
+            began = time.perf_counter()
+            rig.move(rotor=pos["rotor"], turntable=pos["turntable"])
+            r.stop.wait(r.cfg.rig.settle_s * rig.time_scale)
+            timings["motion_s"] += time.perf_counter() - began
+            for shot_no, lens in enumerate(lenses):
+                if (index, shot_no) in done:
+                    continue
+                began = time.perf_counter()
+                name = f"pos{index:04d}_{shot_no}.jpg"
+                try:
+                    shot = rig.capture(job.images / name, index=index, lens_position=lens)
+                except CameraStalled as exc:
+                    raise UserError(_stalled(r, exc, index, total)) from None
+                timings["capture_s"] += time.perf_counter() - began
+                job.add_capture(Capture(position=index, shot=shot_no, file=name,
+                                        size=shot.size, crc32=shot.crc32, rotor=shot.rotor,
+                                        turntable=shot.turntable,
+                                        lens_position=shot.lens_position), **timings)
+            r.emit("scan", done=int(job.data["captured"]), total=total)
+        rig.light.off()
+    _check_scanned(r, total, len(lenses))
+
+
+def _stalled(r: JobRunner, exc: Exception, index: int, total: int) -> str:
+    """The failure of a scan whose camera stalled at position ``index`` (after its retries)."""
+    job = r.job
+    return (f"camera stalled at position {index + 1}/{total} ({exc}): the "
+            f"{int(job.data.get('captured') or 0)} photos taken are kept; check the camera's "
+            f"ribbon cable and the power supply, then `openscan-pi retry {job.id}` continues at "
+            f"position {index + 1}")

@@ -1,0 +1,125 @@
+"""A job's steps, declared once: capture → upload → start → poll → download.
+
+Each :class:`Step` names the contract state a job shows while it is at that step, the resource
+it needs (the rig, or the network), and the function that runs it. A run function starts from
+the job record and what is durable on disk (photos in the manifest, parts confirmed in the
+transfer record), so running it again after a stop or a crash goes on where it stopped, and a
+step already done is a no-op. The runner runs the steps in this order; the scheduler asks which
+resource a job needs next and puts it in that queue. A later step (e.g. focus-stack fusion) is a
+row added here.
+
+Where a job is: its state (see :mod:`.state`) names the first of the steps that show that state
+(``queued`` waits for the first step); a failed job goes back to the steps of the state it
+failed in (``resume_state``). Steps sharing a state run one after the other, each skipping what
+is done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from openscan_pi.jobs import capture, cloud_steps
+from openscan_pi.jobs.state import ACTIVE, JobState
+
+if TYPE_CHECKING:
+    from openscan_pi.jobs.runner import JobRunner
+
+
+class Resource(StrEnum):
+    """What a step needs to itself: the rig (one job at a time) or the network (a few at once)."""
+
+    RIG = "rig"
+    NETWORK = "network"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a job."""
+
+    name: str
+    state: JobState  #: the contract state shown while the job is at this step
+    resource: Resource
+    run: Callable[[JobRunner], None]  #: runs the step resumably from the job record
+    detail: str | None = None  #: what the job shows on entering the step (the finer state)
+    #: the files of the job folder it reads (checked before a job is taken on)
+    reads: frozenset[str] = frozenset()
+
+
+S = JobState
+#: The steps of every job, in order.
+STEPS: tuple[Step, ...] = (
+    Step("capture", S.SCANNING, Resource.RIG, capture.capture, "checking disk space",
+         frozenset({"images/manifest.json", "plan.json"})),
+    Step("upload", S.UPLOADING, Resource.NETWORK, cloud_steps.upload, "packaging",
+         frozenset({"images/manifest.json"})),
+    Step("start", S.UPLOADING, Resource.NETWORK, cloud_steps.start),
+    Step("poll", S.PROCESSING, Resource.NETWORK, cloud_steps.poll, "waiting for the cloud"),
+    Step("download", S.DOWNLOADING, Resource.NETWORK, cloud_steps.download,
+         "downloading the model"),
+)
+#: The state after the last step.
+END = S.DONE
+#: A job waiting for its first step shows this state.
+WAITING = S.QUEUED
+
+
+def step_named(name: str) -> Step:
+    """The step called ``name`` (KeyError for a name that is not one)."""
+    for step in STEPS:
+        if step.name == name:
+            return step
+    raise KeyError(name)
+
+
+def first_of(state: JobState) -> Step | None:
+    """The first step showing ``state`` (``queued``: the first step), or None (a finished job)."""
+    if state == WAITING:
+        return STEPS[0]
+    return next((step for step in STEPS if step.state == state), None)
+
+
+def resume_state(record: dict[str, Any]) -> JobState:
+    """The state a failed job goes back to on retry (the first step's when it failed before
+    any step had begun, or in a state that names no step)."""
+    wanted = record.get("resume_state")
+    try:
+        state = JobState(wanted) if wanted else STEPS[0].state
+    except ValueError:
+        state = STEPS[0].state
+    return state if first_of(state) is not None and state != WAITING else STEPS[0].state
+
+
+def next_step(record: dict[str, Any]) -> Step | None:
+    """The step a job runs next, from its record: the first of its state's steps (for a failed
+    job, of the state ``retry`` goes back to), or None when it has nothing left to run."""
+    state = JobState(record["state"])
+    if state == S.FAILED:
+        return first_of(resume_state(record))
+    if state not in ACTIVE:
+        return None
+    return first_of(state)
+
+
+def after(step: Step) -> Step | None:
+    """The step after ``step``, or None after the last."""
+    index = STEPS.index(step)
+    return STEPS[index + 1] if index + 1 < len(STEPS) else None
+
+
+def needs(record: dict[str, Any]) -> Resource | None:
+    """The resource an unfinished job needs next (None: finished, or failed until retried)."""
+    if JobState(record["state"]) not in ACTIVE:
+        return None
+    step = next_step(record)
+    return step.resource if step is not None else None
+
+
+def states_needing(resource: Resource) -> frozenset[JobState]:
+    """The states in which a job waits for, or uses, ``resource``."""
+    found = {step.state for step in STEPS if step.resource == resource}
+    if STEPS[0].resource == resource:
+        found.add(WAITING)
+    return frozenset(found)

@@ -1,0 +1,70 @@
+"""The steps of a job, declared once: their order, states and resources, and where a record is."""
+
+from __future__ import annotations
+
+import pytest
+
+from openscan_pi.jobs.lifecycle import (
+    END,
+    STEPS,
+    Resource,
+    after,
+    needs,
+    next_step,
+    resume_state,
+    states_needing,
+    step_named,
+)
+from openscan_pi.jobs.state import ACTIVE, TRANSITIONS, JobState
+
+
+def test_the_steps_in_order_with_their_state_and_resource() -> None:
+    assert [(s.name, s.state.value, s.resource.value) for s in STEPS] == [
+        ("capture", "scanning", "rig"), ("upload", "uploading", "network"),
+        ("start", "uploading", "network"), ("poll", "processing", "network"),
+        ("download", "downloading", "network")]
+    assert after(step_named("capture")) is step_named("upload")
+    assert after(STEPS[-1]) is None and END == JobState.DONE
+
+
+def test_every_move_between_steps_is_one_the_transition_table_allows() -> None:
+    states = [JobState.QUEUED, *(s.state for s in STEPS), END]
+    for before, then in zip(states, states[1:], strict=False):
+        assert before == then or then in TRANSITIONS[before], (before, then)
+    for step in STEPS:  # a failed job goes back to any step, and any step can fail
+        assert step.state in TRANSITIONS[JobState.FAILED]
+        assert JobState.FAILED in TRANSITIONS[step.state]
+
+
+@pytest.mark.parametrize(("state", "step", "resource"), [
+    ("queued", "capture", "rig"), ("scanning", "capture", "rig"), ("uploading", "upload", "network"),
+    ("processing", "poll", "network"), ("downloading", "download", "network"),
+    ("done", None, None), ("cancelled", None, None)])
+def test_the_next_step_of_a_record(state: str, step: str | None, resource: str | None) -> None:
+    record = {"state": state}
+    found = next_step(record)
+    assert (found.name if found else None) == step
+    assert needs(record) == (Resource(resource) if resource else None)
+
+
+@pytest.mark.parametrize(("resume", "step"), [
+    (None, "capture"), ("scanning", "capture"), ("queued", "capture"), ("uploading", "upload"),
+    ("processing", "poll"), ("downloading", "download"), ("done", "capture"), ("nonsense", "capture")])
+def test_a_failed_job_goes_back_to_the_step_it_failed_in(resume: str | None, step: str) -> None:
+    record = {"state": "failed", "resume_state": resume}
+    found = next_step(record)
+    assert found is not None and found.name == step
+    assert resume_state(record) == found.state
+    assert needs(record) is None  # until retried
+
+
+def test_the_queues_each_resource_feeds() -> None:
+    assert states_needing(Resource.RIG) == {JobState.QUEUED, JobState.SCANNING}
+    assert states_needing(Resource.NETWORK) == {JobState.UPLOADING, JobState.PROCESSING,
+                                                JobState.DOWNLOADING}
+    assert states_needing(Resource.RIG) | states_needing(Resource.NETWORK) == ACTIVE
+
+
+def test_what_each_step_reads_is_checked_before_a_job_is_taken_on() -> None:
+    assert {s.name: sorted(s.reads) for s in STEPS if s.reads} == {
+        "capture": ["images/manifest.json", "plan.json"], "upload": ["images/manifest.json"]}
