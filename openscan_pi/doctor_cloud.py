@@ -123,7 +123,7 @@ def cloud_checks(cfg: Config, dates: list[str]) -> list[Check]:
     local = None
     try:
         if cfg.cloud.is_local:
-            from openscan_pi.cloud.local import LocalCloud
+            from openscan_pi.sim.cloud import LocalCloud
 
             local = LocalCloud(processing_s=cfg.cloud.local.processing_s).start()
         with connect(quick, local) as (api, _):

@@ -45,7 +45,7 @@ from openscan_pi.config import Config
 from openscan_pi.errors import InputError
 
 if TYPE_CHECKING:
-    from openscan_pi.cloud.local import LocalCloud
+    from openscan_pi.sim.cloud import LocalCloud
 
 log = logging.getLogger(__name__)
 
@@ -438,8 +438,8 @@ def connect(cfg: Config, local: LocalCloud | None = None
 
 def start_local_cloud(cfg: Config) -> LocalCloud:
     """Start the bundled local cloud of ``cfg`` (its store under ``data_dir/local-cloud``)."""
-    from openscan_pi.cloud.local import LocalCloud
     from openscan_pi.paths import prepare_data_dir
+    from openscan_pi.sim.cloud import LocalCloud
 
     store = prepare_data_dir(cfg.data_dir) / "local-cloud"
     return LocalCloud(store, processing_s=cfg.cloud.local.processing_s).start()

@@ -30,8 +30,8 @@ from openscan_pi.paths import prepare_data_dir
 
 if TYPE_CHECKING:
     from openscan_pi.cloud.api import TokenInfo
-    from openscan_pi.cloud.local import LocalCloud
     from openscan_pi.rig.rig import Rig
+    from openscan_pi.sim.cloud import LocalCloud
 
 log = logging.getLogger(__name__)
 

@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 import yaml
 
-from openscan_pi.cloud.local import LocalCloud
 from openscan_pi.config import Config
 from openscan_pi.daemon.client import DaemonClient, NotRunning
 from openscan_pi.daemon.service import Service
+from openscan_pi.sim.cloud import LocalCloud
 
 from ..conftest import TOKEN, cli_env
 

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from openscan_pi.cloud.local import LocalCloud, TokenLimits
+from openscan_pi.sim.cloud import LocalCloud, TokenLimits
 
 from .support import (
     AUTH,
@@ -457,7 +457,7 @@ def test_temporary_store_is_removed(clock: FakeClock) -> None:
 def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "openscan_pi.cloud.local", "--port", "0", "--store",
+        [sys.executable, "-m", "openscan_pi.sim.cloud", "--port", "0", "--store",
          str(tmp_path / "store"), "--processing-s", "1", "--max-part-bytes", "1000"],
         stdout=subprocess.PIPE,
         text=True,

@@ -21,11 +21,11 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from openscan_pi.cloud.local.common import _API_FAULTS, FAULT_PARAMS, FAULTS, TokenLimits
-from openscan_pi.cloud.local.endpoints import _Endpoints
-from openscan_pi.cloud.local.photogrammetry import process_archive
-from openscan_pi.cloud.local.server import _Handler, _Server
 from openscan_pi.fsutil import atomic_open, atomic_write_json, read_json
+from openscan_pi.sim.cloud.common import _API_FAULTS, FAULT_PARAMS, FAULTS, TokenLimits
+from openscan_pi.sim.cloud.endpoints import _Endpoints
+from openscan_pi.sim.cloud.photogrammetry import process_archive
+from openscan_pi.sim.cloud.server import _Handler, _Server
 
 #: Receive buffer of connections accepted while ``part_slow`` is on.
 _SLOW_RCVBUF = 16 * 1024

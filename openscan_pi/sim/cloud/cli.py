@@ -1,4 +1,4 @@
-"""``python -m openscan_pi.cloud.local``: serve a local cloud until SIGTERM/SIGINT."""
+"""``python -m openscan_pi.sim.cloud``: serve a local cloud until SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import signal
 import threading
 from typing import Any
 
-from openscan_pi.cloud.local.cloud import LocalCloud
+from openscan_pi.sim.cloud.cloud import LocalCloud
 
 
 def main(argv: list[str] | None = None) -> int:
     """Serve a local cloud until SIGTERM/SIGINT; print ``listening on URL`` once it is up."""
     parser = argparse.ArgumentParser(
-        prog="python -m openscan_pi.cloud.local",
+        prog="python -m openscan_pi.sim.cloud",
         description="Serve a local OpenScan Cloud (API, upload and share links) on loopback.",
     )
     parser.add_argument("--host", default="127.0.0.1")
