@@ -347,20 +347,6 @@ def test_zip_is_sent_as_it_is(cfg: Config, cloud: LocalCloud, tmp_path: Path) ->
     assert project_state(cloud)["photos"] == 5
 
 
-def test_local_cloud_url_runs_in_process(tmp_path: Path, image_set: Path) -> None:
-    cfg = load_config(write_config(tmp_path / "c.yaml", None, tmp_path / "data", url="local",
-                                   token="", local={"processing_s": 0.2}), env={})
-    from openscan_pi.cloud.transfer import connect
-
-    with connect(cfg) as (api, rebase):
-        journal, source = prepare_upload(cfg, image_set, "local-1.zip")
-        out = Transfer(api, cfg, journal, source, rebase=rebase).run(wait=True,
-                                                                     model_dir=tmp_path / "m")
-    assert out.phase == "downloaded"
-    assert (tmp_path / "m" / "model.obj").exists()
-    assert (tmp_path / "data" / "local-cloud").is_dir()
-
-
 def test_status_and_queue_estimate(cfg: Config, cloud: LocalCloud) -> None:
     api = CloudAPI(cfg.cloud)
     assert api.server_status() == "online"

@@ -14,6 +14,7 @@ from openscan_pi.errors import InputError, UserError
 from openscan_pi.jobs.store import Job, JobBusy, JobStore
 from openscan_pi.names import check_job_id, check_project
 from openscan_pi.paths import prepare_data_dir
+from openscan_pi.sim.local_cloud import local_cloud
 
 
 def _run(cfg: Config, job: Job, json_output: bool) -> int:
@@ -77,11 +78,12 @@ def scan(args: argparse.Namespace, cfg: Config) -> int:
     prepare_data_dir(cfg.data_dir)
     if project and Journal.find(cfg.data_dir, project):
         raise InputError(f"project {project} exists already: choose another --project")
-    for warning in preflight(cfg, args.positions):
-        print(f"warning: {warning}", file=sys.stderr)
-    job = JobStore(cfg.data_dir).create(positions=args.positions, project=project,
-                                        stack=cfg.camera.focus.stack)
-    return _run(cfg, job, args.json)
+    with local_cloud(cfg) as cfg:
+        for warning in preflight(cfg, args.positions):
+            print(f"warning: {warning}", file=sys.stderr)
+        job = JobStore(cfg.data_dir).create(positions=args.positions, project=project,
+                                            stack=cfg.camera.focus.stack)
+        return _run(cfg, job, args.json)
 
 
 def retry(args: argparse.Namespace, cfg: Config) -> int:
@@ -102,7 +104,8 @@ def retry(args: argparse.Namespace, cfg: Config) -> int:
     job = JobStore(prepare_data_dir(cfg.data_dir)).load(args.job)
     if job.data["state"] in ("done", "cancelled"):
         raise InputError(f"job {job.id} is {job.data['state']}: nothing to retry")
-    return _run(cfg, job, args.json)
+    with local_cloud(cfg) as cfg:
+        return _run(cfg, job, args.json)
 
 
 def jobs(args: argparse.Namespace, cfg: Config) -> int:

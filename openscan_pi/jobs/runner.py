@@ -31,7 +31,6 @@ from openscan_pi.jobs.store import Capture, Job
 if TYPE_CHECKING:
     from openscan_pi.cloud.api import TokenInfo
     from openscan_pi.rig.rig import Rig
-    from openscan_pi.sim.cloud import LocalCloud
 
 log = logging.getLogger(__name__)
 
@@ -64,16 +63,16 @@ def check_free_space(folder: Path, need: float) -> None:
                         "positions")
 
 
-def fetch_token_info(cfg: Config, local: LocalCloud | None = None) -> TokenInfo:
+def fetch_token_info(cfg: Config) -> TokenInfo:
     """The token's credit and limits, asked once (a scan must not wait on Wi-Fi)."""
     from openscan_pi.cloud.transfer import connect
 
-    with connect(cfg, local) as (api, _):
+    with connect(cfg) as api:
         # one quick try: a scan must not wait on Wi-Fi, nor on a cloud that answers slowly
         return api.token_info(once=True, timeout_s=PREFLIGHT_TIMEOUT_S)
 
 
-def preflight(cfg: Config, positions: int, *, local: LocalCloud | None = None,
+def preflight(cfg: Config, positions: int, *,
               token_info: Callable[[], TokenInfo] | None = None) -> list[str]:
     """Refuse a new scan the disk or the token cannot take (:class:`UserError`); returns warnings
     (e.g. the cloud could not be asked: the scan goes ahead, the upload waits for the network).
@@ -86,11 +85,11 @@ def preflight(cfg: Config, positions: int, *, local: LocalCloud | None = None,
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     check_free_space(cfg.data_dir, need * DISK_MARGIN)
     photos = positions * cfg.camera.focus.stack
-    if not cfg.cloud.is_local and not cfg.cloud.token:
+    if not cfg.cloud.token:
         raise UserError("no token: set cloud.token in the config or $OPENSCAN_PI_TOKEN (a private "
                         "token comes from cloud@openscan.eu), then scan")
     try:
-        info = token_info() if token_info is not None else fetch_token_info(cfg, local)
+        info = token_info() if token_info is not None else fetch_token_info(cfg)
     except CloudError as exc:
         return [f"could not check the token ({exc}); scanning anyway, the upload waits for the "
                 "cloud"]
@@ -106,19 +105,16 @@ class JobRunner:
     it in its state to continue later (:class:`~openscan_pi.cloud.transfer.Cancelled` is raised).
 
     The daemon runs the two halves on different threads: :meth:`scan_phase` on the rig's (with
-    the daemon's open ``rig``), :meth:`transfer_phase` on a transfer worker (with the daemon's
-    bundled ``local`` cloud, when ``cloud.url`` is ``local``).
+    the daemon's open ``rig``), :meth:`transfer_phase` on a transfer worker.
     """
 
     def __init__(self, cfg: Config, job: Job, *, events: Events = _no_events,
-                 stop: threading.Event | None = None, rig: Rig | None = None,
-                 local: LocalCloud | None = None) -> None:
+                 stop: threading.Event | None = None, rig: Rig | None = None) -> None:
         self.cfg = cfg
         self.job = job
         self.emit = events
         self.stop = stop or threading.Event()
         self.rig = rig
-        self.local = local
 
     def run(self) -> Job:
         """Take the job to ``done``; on a failure the job is ``failed`` (with its images) and the
@@ -386,9 +382,8 @@ class JobRunner:
             journal = self._new_journal(source)
         elif source is not None and journal.data.get("digest") != source.digest:
             self._set_changed(journal, source)
-        with connect(cfg, self.local) as (api, rebase):
-            t = Transfer(api, cfg, journal, source, events=self._events, rebase=rebase,
-                         stop=self.stop)
+        with connect(cfg) as api:
+            t = Transfer(api, cfg, journal, source, events=self._events, stop=self.stop)
             if job.state == JobState.UPLOADING:
                 size = int(journal.data["size"])
                 job.update(step="uploading", bytes_total=size)

@@ -224,9 +224,8 @@ def _texture(tex_w: int) -> tuple[Any, int, int]:
 def make_texture(tex_w: int, band: int = TEXTURE_BAND) -> tuple[Any, int, int]:
     """The sphere's texture as an equal-area map ``tex_w`` x ``tex_w / 2``: a ``(pixels, 3)``
     uint8 RGB array (24 MB at the largest), deterministic. It is made in bands of ``band`` rows
-    (the same pixels whatever their height, up to
-    Pillow's rounding of a few), so that no full-size float or Pillow image ever
-    exists beside it."""
+    (the same pixels whatever their height, up to Pillow's rounding of a few), so that no
+    full-size float or Pillow image ever exists beside it."""
     import numpy as np
     from PIL import Image, ImageChops, ImageDraw
 
