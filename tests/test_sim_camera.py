@@ -126,3 +126,16 @@ def test_texture_made_in_bands_is_the_texture_made_whole() -> None:
         # the band's first row); nothing else may differ
         diff = np.abs(pixels.astype(np.int16) - whole)
         assert diff.max() <= 1 and np.count_nonzero(diff) < 1e-3 * diff.size, band
+
+
+def test_a_closed_camera_holds_no_texture(tmp_path: Path) -> None:
+    from openscan_pi.sim.camera import _texture
+
+    cam = camera()
+    cam.capture(tmp_path / "a.jpg", rotor=0, turntable=0, index=0)
+    assert _texture.cache_info().currsize == 1
+    cam.close()
+    assert _texture.cache_info().currsize == 0
+    again = camera()
+    again.capture(tmp_path / "b.jpg", rotor=0, turntable=0, index=0)
+    assert (tmp_path / "a.jpg").read_bytes() == (tmp_path / "b.jpg").read_bytes()

@@ -7,11 +7,12 @@ of noise, and a few hundred shapes and labels) so feature matching, and so photo
 something to work with. The rotor angle (elevation) and the turntable angle turn the sphere in
 front of the camera; the same angles give the same bytes, different angles different images.
 
-Memory: only the texture (4096 x 2048 RGB, 24 MB) is kept between frames. A frame is drawn in
-strips of :data:`STRIP_ROWS` rows (the sphere's pixels, their normals, the ring light's shading
-and the texture look-up computed per strip in float32) and pasted into the one image Pillow
-encodes, so a 12 MP capture peaks near 125 MB RSS with numpy and Pillow loaded (it was 460 MB
-with the per-resolution geometry cached in full), and takes about 0.5 s on one desktop core.
+Memory: only the texture (4096 x 2048 RGB, 24 MB) is kept between frames, until the camera
+closes. A frame is drawn in strips of :data:`STRIP_ROWS` rows (the sphere's pixels, their
+normals, the ring light's shading and the texture look-up computed per strip in float32) and
+pasted into the one image Pillow encodes, so a 12 MP capture peaks near 125 MB RSS with numpy
+and Pillow loaded (it was 460 MB with the per-resolution geometry cached in full), and takes
+about 0.5 s on one desktop core (the first one about a second more: the texture is made).
 
 numpy and Pillow are imported when the first frame is rendered, not with this module.
 """
@@ -104,7 +105,9 @@ class SimulatedCamera:
         return buffer.getvalue()
 
     def close(self) -> None:
-        """Nothing to release; the cached texture stays for the next camera."""
+        """Let the texture go (24 MB at 12 MP): a closed camera holds nothing; the next one to
+        capture makes it again (about a second)."""
+        _texture.cache_clear()
 
 
 def render(width: int, height: int, rotor: float, turntable: float) -> Any:
