@@ -90,7 +90,7 @@ def check_config(cfg: Config) -> Check:
 def _rig_pin_factory() -> Any:
     from openscan_pi.rig.rig import _pin_factory
 
-    return _pin_factory(False)
+    return _pin_factory()
 
 
 def _import_lgpio() -> Any:

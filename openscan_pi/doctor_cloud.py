@@ -23,6 +23,7 @@ from typing import Any
 
 from openscan_pi.config import SYSTEM_CONFIG, Config
 from openscan_pi.doctor_check import FAIL, GB, OK, SCAN_POSITIONS, WARN, Check, size
+from openscan_pi.errors import UserError
 
 #: Warn when the token has less credit than this (or than one scan).
 LOW_CREDIT_BYTES = GB
@@ -118,15 +119,10 @@ def _quick(cfg: Config) -> Config:
 def cloud_checks(cfg: Config, dates: list[str]) -> list[Check]:
     """``cloud`` and ``token`` over one connection; the ``Date`` headers seen go to ``dates``."""
     from openscan_pi.cloud.transfer import connect
+    from openscan_pi.sim.local_cloud import local_cloud
 
-    quick = _quick(cfg)
-    local = None
     try:
-        if cfg.cloud.is_local:
-            from openscan_pi.cloud.local import LocalCloud
-
-            local = LocalCloud(processing_s=cfg.cloud.local.processing_s).start()
-        with connect(quick, local) as (api, _):
+        with local_cloud(_quick(cfg), throwaway=True) as quick, connect(quick) as api:
             api.session.hooks["response"].append(
                 lambda resp, *_a, **_k: dates.append(resp.headers.get("Date", "")))
             cloud = check_cloud(cfg, api)
@@ -135,11 +131,8 @@ def cloud_checks(cfg: Config, dates: list[str]) -> list[Check]:
                               "fix the cloud check first")
             else:
                 token = check_token(cfg, api)
-    except OSError as exc:  # the bundled local cloud could not start
+    except (OSError, UserError) as exc:  # the bundled local cloud could not start
         fix = "see the error; `openscan-pi --debug doctor` shows more"
         cloud = Check("cloud", FAIL, f"the bundled local cloud did not start: {exc}", fix)
         token = Check("token", FAIL, "not checked: no cloud to ask", "fix the cloud check first")
-    finally:
-        if local is not None:
-            local.stop()
     return [cloud, token]

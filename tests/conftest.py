@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from openscan_pi.cloud.local import LocalCloud
 from openscan_pi.config import Config, load_config
+from openscan_pi.sim.cloud import LocalCloud
 
 TOKEN = "test-token-1234567890"
 

@@ -20,8 +20,8 @@ from openscan_pi.errors import DiskError
 from openscan_pi.rig.camera import Camera, exif_bytes, lens_positions, make_camera, write_photo
 from openscan_pi.rig.errors import CameraError
 from openscan_pi.rig.picam import Picamera2Camera
-from openscan_pi.rig.simcam import SimulatedCamera
 from openscan_pi.rig.trigger import CameraTrigger, ExternalCamera
+from openscan_pi.sim.camera import SimulatedCamera
 
 DEFAULTS = load_config(None, env={})
 FOCUS = DEFAULTS.camera.focus

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from openscan_pi.cloud.local import ESCAPES, LocalCloud
 from openscan_pi.config import load_config
+from openscan_pi.sim.cloud import ESCAPES, LocalCloud
 
 from .conftest import TOKEN, cli_env, make_set, run_cli, write_config
 

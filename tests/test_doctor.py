@@ -29,11 +29,11 @@ import pytest
 import yaml
 
 from openscan_pi import doctor, doctor_versions
-from openscan_pi.cloud.local import LocalCloud, TokenLimits
 from openscan_pi.config import Config, load_config
 from openscan_pi.doctor import FAIL, OK, WARN, check_camera, check_data_dir, check_groups, check_pins
 from openscan_pi.doctor_cloud import check_clock
 from openscan_pi.doctor_versions import check_versions
+from openscan_pi.sim.cloud import LocalCloud, TokenLimits
 from tests.conftest import TOKEN, cli_env, run_cli
 from tests.daemon.conftest import DaemonProcess, daemon_config
 

@@ -54,7 +54,7 @@ def test_the_rig_starts_from_a_folder_it_cannot_write(pi: Installed, tmp_path: P
     backend's check did not catch. With LG_WD set for it, lgpio starts, and the folder stays."""
     monkeypatch.chdir("/proc")  # no FIFO can be made here, by anyone
     assert lgpio_available(0)
-    assert type(_pin_factory(False)).__name__ == "LGPIOFactory"
+    assert type(_pin_factory()).__name__ == "LGPIOFactory"
     assert os.getcwd() == "/proc"
     assert fifo_in(tmp_path / "run-user"), "the FIFO went to $XDG_RUNTIME_DIR"
     assert os.environ["LG_WD"] == str(tmp_path / "run-user")
@@ -67,7 +67,7 @@ def test_importing_lgpio_keeps_the_working_folder(pi: Installed, tmp_path: Path,
     lgwd.mkdir()
     monkeypatch.chdir(here)
     monkeypatch.setenv("LG_WD", str(lgwd))  # set by the user (or the unit): kept
-    factory = _pin_factory(False)
+    factory = _pin_factory()
     assert type(factory).__name__ == "LGPIOFactory"
     assert os.getcwd() == str(here), "relative paths (capture FILE, --config) still mean what they did"
     assert fifo_in(lgwd) and not fifo_in(here)

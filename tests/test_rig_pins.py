@@ -54,7 +54,7 @@ def opened_gpiochips(installed: Installed) -> list[Any]:
 def test_the_rig_takes_the_factory_gpiozero_chose(mock_env: Installed, tmp_path: Path) -> None:
     """``Device.ensure_pin_factory()`` returns None: the factory is ``Device.pin_factory``. Told to
     use its mock pins, the rig must not drive real GPIO through lgpio behind gpiozero's back."""
-    assert isinstance(_pin_factory(False), MockFactory)
+    assert isinstance(_pin_factory(), MockFactory)
     with Rig(rig_config(tmp_path), camera=False) as rig:
         assert rig.pin_factory is Device.pin_factory
         rig.move(turntable=5)

@@ -23,11 +23,11 @@ from openscan_pi.cloud.errors import (
     Unreachable,
 )
 from openscan_pi.cloud.journal import Journal
-from openscan_pi.cloud.local import LocalCloud, TokenLimits
 from openscan_pi.cloud.transfer import Transfer
 from openscan_pi.cloud.upload import prepare_upload
 from openscan_pi.config import Config, load_config
 from openscan_pi.errors import InputError
+from openscan_pi.sim.cloud import LocalCloud, TokenLimits
 
 from .conftest import TOKEN, make_set, write_config
 
@@ -345,20 +345,6 @@ def test_zip_is_sent_as_it_is(cfg: Config, cloud: LocalCloud, tmp_path: Path) ->
     t.run(wait=False, model_dir=None)
     assert cloud.archive_path("set-1.zip").read_bytes() == archive.read_bytes()
     assert project_state(cloud)["photos"] == 5
-
-
-def test_local_cloud_url_runs_in_process(tmp_path: Path, image_set: Path) -> None:
-    cfg = load_config(write_config(tmp_path / "c.yaml", None, tmp_path / "data", url="local",
-                                   token="", local={"processing_s": 0.2}), env={})
-    from openscan_pi.cloud.transfer import connect
-
-    with connect(cfg) as (api, rebase):
-        journal, source = prepare_upload(cfg, image_set, "local-1.zip")
-        out = Transfer(api, cfg, journal, source, rebase=rebase).run(wait=True,
-                                                                     model_dir=tmp_path / "m")
-    assert out.phase == "downloaded"
-    assert (tmp_path / "m" / "model.obj").exists()
-    assert (tmp_path / "data" / "local-cloud").is_dir()
 
 
 def test_status_and_queue_estimate(cfg: Config, cloud: LocalCloud) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from openscan_pi.cloud.local import LocalCloud
+from openscan_pi.sim.cloud import LocalCloud
 
 from .conftest import make_set
 from .test_cloud_faults import quick_config, upload_wait

@@ -7,7 +7,7 @@ import signal
 import zipfile
 from pathlib import Path
 
-from openscan_pi.cloud.local import LocalCloud
+from openscan_pi.sim.cloud import LocalCloud
 
 from .conftest import TOKEN, make_set, run_cli, start_cli, write_config
 from .test_transfer import assert_archive

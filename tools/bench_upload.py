@@ -58,7 +58,7 @@ def make_set(folder: Path, count: int, size: int) -> None:
 
 
 def start_server(store: Path) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen([sys.executable, "-m", "openscan_pi.cloud.local", "--store", str(store),
+    proc = subprocess.Popen([sys.executable, "-m", "openscan_pi.sim.cloud", "--store", str(store),
                              "--processing-s", "3600"], stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline() if proc.stdout else ""
     if not line.startswith("listening on "):

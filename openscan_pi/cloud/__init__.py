@@ -1,1 +1,1 @@
-"""The OpenScan Cloud chain: API client, virtual zip, durable transfer, model download, local cloud."""
+"""The OpenScan Cloud chain: API client, virtual zip, durable transfer, model download."""

@@ -175,8 +175,8 @@ class CloudAPI:
 
     def __init__(self, cfg: CloudConfig, *, base_url: str | None = None,
                  stop: threading.Event | None = None) -> None:
-        if cfg.is_local and base_url is None:
-            raise ValueError("cloud.url is 'local': pass the local cloud's base_url")
+        if not (base_url or cfg.url).startswith(("http://", "https://")):  # e.g. an unresolved 'local'
+            raise ValueError(f"cloud.url {cfg.url!r} is not an http(s) URL")
         self.cfg = cfg
         #: Set from another thread: the call in flight ends at once (:class:`Cancelled`) and no
         #: new one starts.

@@ -18,14 +18,13 @@ where it stopped and never creates a second cloud project:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from openscan_pi.cloud.api import CloudAPI, ProjectInfo, TokenInfo
 from openscan_pi.cloud.archive import Source, part_ranges
@@ -43,9 +42,6 @@ from openscan_pi.cloud.journal import Journal
 from openscan_pi.cloud.model import fetch_model
 from openscan_pi.config import Config
 from openscan_pi.errors import InputError
-
-if TYPE_CHECKING:
-    from openscan_pi.cloud.local import LocalCloud
 
 log = logging.getLogger(__name__)
 
@@ -134,14 +130,13 @@ class Transfer:
     """
 
     def __init__(self, api: CloudAPI, cfg: Config, journal: Journal, source: Source | None, *,
-                 events: Events = _no_events, rebase: Callable[[str], str] = lambda url: url,
+                 events: Events = _no_events,
                  stop: threading.Event | None = None, clock: Callable[[], float] = time.time) -> None:
         self.api = api
         self.cfg = cfg
         self.journal = journal
         self.source = source
         self.emit = events
-        self.rebase = rebase
         self.stop = stop or threading.Event()
         self.api.stop = self.stop
         self.clock = clock
@@ -298,7 +293,7 @@ class Transfer:
             age = self.clock() - float(self.journal.data["links_created_at"])
             if age > LINK_LIFETIME_S - self.cfg.cloud.link_margin_s:
                 raise _LinkTooOld()
-            link = self.rebase(self.journal.data["links"][index])
+            link = self.journal.data["links"][index]
             base = sum(e - s for i, (s, e) in enumerate(self.ranges) if i in self.journal.parts_done())
             sent = 0
 
@@ -346,8 +341,6 @@ class Transfer:
     def poll(self) -> None:
         """getProjectInfo until the model is ready; back off while nothing changes."""
         base = self.cfg.cloud.poll_interval_s
-        if self.cfg.cloud.is_local:  # the local cloud is quick: do not sit out a 30 s poll
-            base = min(base, max(0.2, self.cfg.cloud.local.processing_s / 5))
         interval = base
         last = self.journal.data.get("status")
         patience = _Patience(self)
@@ -385,7 +378,7 @@ class Transfer:
 
     def download(self, model_dir: Path) -> None:
         """Fetch the model zip and extract it into ``model_dir`` (never half there)."""
-        dlink = self.rebase(str(self.journal.data["dlink"]))
+        dlink = str(self.journal.data["dlink"])
         self.emit("stage", text=f"downloading the model of {self.project}")
 
         def progress(done: int, total: int | None) -> None:
@@ -407,39 +400,11 @@ def _mb(size: int) -> str:
 
 
 @contextlib.contextmanager
-def connect(cfg: Config, local: LocalCloud | None = None
-            ) -> Iterator[tuple[CloudAPI, Callable[[str], str]]]:
-    """The API client for ``cfg``, starting the bundled local cloud when ``cloud.url`` is ``local``
-    (or using ``local``, one already running, e.g. the daemon's).
-
-    Yields ``(api, rebase)``: ``rebase`` maps links issued by an earlier run of the local cloud to
-    this run's address (the identity for a real cloud).
-    """
-    if not cfg.cloud.is_local:
-        api = CloudAPI(cfg.cloud)
-        try:
-            yield api, (lambda url: url)
-        finally:
-            api.close()
-        return
-    own = local is None
-    if local is None:
-        local = start_local_cloud(cfg)
-    # The local cloud takes any token; a user with none configured still gets a working run.
-    api = CloudAPI(dataclasses.replace(cfg.cloud, token=cfg.cloud.token or "local"),
-                   base_url=local.url)
+def connect(cfg: Config) -> Iterator[CloudAPI]:
+    """The API client for ``cfg.cloud`` (an ordinary URL: ``local`` is resolved by the commands
+    that start the bundled cloud, see :mod:`openscan_pi.sim.local_cloud`), closed afterwards."""
+    api = CloudAPI(cfg.cloud)
     try:
-        yield api, local.rebase_link
+        yield api
     finally:
         api.close()
-        if own:
-            local.stop()
-
-
-def start_local_cloud(cfg: Config) -> LocalCloud:
-    """Start the bundled local cloud of ``cfg`` (its store under ``data_dir/local-cloud``)."""
-    from openscan_pi.cloud.local import LocalCloud
-    from openscan_pi.paths import prepare_data_dir
-
-    store = prepare_data_dir(cfg.data_dir) / "local-cloud"
-    return LocalCloud(store, processing_s=cfg.cloud.local.processing_s).start()

@@ -13,6 +13,7 @@ from openscan_pi.config import Config
 from openscan_pi.errors import InputError
 from openscan_pi.names import check_project
 from openscan_pi.paths import prepare_data_dir
+from openscan_pi.sim.local_cloud import local_cloud
 
 
 def _model_dir(out: str | None, project: str) -> Path:
@@ -30,8 +31,8 @@ def _run_transfer(cfg: Config, journal: Any, source: Any, *, wait: bool, out: Pa
 
     printer = ProgressPrinter.for_stream(json_output)
     try:
-        with connect(cfg) as (api, rebase):
-            outcome = Transfer(api, cfg, journal, source, events=printer, rebase=rebase).run(
+        with local_cloud(cfg) as cfg, connect(cfg) as api:
+            outcome = Transfer(api, cfg, journal, source, events=printer).run(
                 wait=wait, model_dir=out)
     finally:
         printer.close()
@@ -73,7 +74,7 @@ def token(args: argparse.Namespace, cfg: Config) -> int:
     """``token``: credit and limits."""
     from openscan_pi.cloud.transfer import connect
 
-    with connect(cfg) as (api, _):
+    with local_cloud(cfg) as served, connect(served) as api:
         info = api.token_info()
     if args.json:
         emit_json({"credit": info.credit, "limit_filesize": info.limit_filesize,
@@ -96,7 +97,7 @@ def download(args: argparse.Namespace, cfg: Config) -> int:
         raise InputError(f"project {name} is not uploaded completely: run the same upload "
                          "command again first")
     if journal is None:
-        with connect(cfg) as (api, _):
+        with local_cloud(cfg) as served, connect(served) as api:
             from openscan_pi.cloud.errors import NoSuchProject
 
             try:

@@ -81,15 +81,19 @@ def daemon(args: argparse.Namespace, cfg: Config | None) -> int:
     from openscan_pi.daemon.service import run
     from openscan_pi.daemon.systemd import journal_handler, under_journal
     from openscan_pi.logs import setup_logging
+    from openscan_pi.sim.local_cloud import BundledCloud
 
     assert cfg is not None
     setup_logging(debug=args.debug, secrets=(cfg.cloud.token, cfg.cloud.password), service=True,
                   journal=journal_handler() if under_journal() else None)
 
-    def reload() -> Config:
-        return load_config(args.config, overrides=SIMULATE_OVERRIDES if args.simulate else None)
+    with BundledCloud() as bundled:  # cloud.url: local: the bundled cloud, a child of the daemon
 
-    return run(cfg, reload)
+        def reload() -> Config:
+            return bundled.resolve(load_config(args.config,
+                                               overrides=SIMULATE_OVERRIDES if args.simulate else None))
+
+        return run(bundled.resolve(cfg), reload)
     return run(cfg)
 
 

@@ -14,6 +14,7 @@ from openscan_pi.errors import InputError, UserError
 from openscan_pi.jobs.store import Job, JobBusy, JobStore
 from openscan_pi.names import check_job_id, check_project
 from openscan_pi.paths import prepare_data_dir
+from openscan_pi.sim.local_cloud import local_cloud
 
 
 def _run(cfg: Config, job: Job, json_output: bool) -> int:
@@ -77,10 +78,11 @@ def scan(args: argparse.Namespace, cfg: Config) -> int:
     store = JobStore(cfg.data_dir)
     if project:  # a taken name is refused before the checks ask the cloud
         actions.create_problem(cfg, store, project)
-    for warning in actions.check_new(cfg, args.positions):
-        print(f"warning: {warning}", file=sys.stderr)
-    job = actions.create(cfg, store, positions=args.positions, project=project)
-    return _run(cfg, job, args.json)
+    with local_cloud(cfg) as cfg:
+        for warning in actions.check_new(cfg, args.positions):
+            print(f"warning: {warning}", file=sys.stderr)
+        job = actions.create(cfg, store, positions=args.positions, project=project)
+        return _run(cfg, job, args.json)
 
 
 def retry(args: argparse.Namespace, cfg: Config) -> int:
@@ -103,7 +105,8 @@ def retry(args: argparse.Namespace, cfg: Config) -> int:
     job = JobStore(prepare_data_dir(cfg.data_dir)).load(args.job)
     with job.hold():
         actions.retry(job, interrupted=True)  # a scan stopped part-way goes on as well
-    return _run(cfg, job, args.json)
+    with local_cloud(cfg) as cfg:
+        return _run(cfg, job, args.json)
 
 
 def jobs(args: argparse.Namespace, cfg: Config) -> int:

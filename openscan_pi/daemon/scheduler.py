@@ -36,7 +36,6 @@ from openscan_pi.paths import prepare_data_dir
 
 if TYPE_CHECKING:
     from openscan_pi.cloud.api import TokenInfo
-    from openscan_pi.cloud.local import LocalCloud
     from openscan_pi.rig.rig import Rig
 
 log = logging.getLogger(__name__)
@@ -96,8 +95,6 @@ class Scheduler:
         self._rig_thread: threading.Thread | None = None
         self._transfer_queue: queue.Queue[str | None] = queue.Queue()
         self._transfer_threads: list[threading.Thread] = []
-        self._local: LocalCloud | None = None
-        self._local_users = 0
         self._progress_at = 0.0
         self._lock_fd: int | None = None
         #: The token check before a scan, shared by the scans asked at once (bounded wait).
@@ -174,9 +171,6 @@ class Scheduler:
                 if thread.is_alive():
                     log.warning("%s did not stop in time; its job continues at the next start",
                                 thread.name)
-        if self._local is not None:
-            self._local.stop()
-            self._local = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -369,11 +363,10 @@ class Scheduler:
         from openscan_pi.cloud.transfer import Cancelled
         from openscan_pi.jobs.runner import JobRunner
 
-        local = self._acquire_local() if run.resource == Resource.NETWORK else None
         try:
             with job.hold():
                 runner = JobRunner(self.cfg, job, events=self._events(job), stop=run.stop,
-                                   rig=self.rig, local=local)
+                                   rig=self.rig)
                 runner.run_steps(run.resource)
         except JobBusy as exc:
             log.warning("%s", exc)
@@ -390,8 +383,6 @@ class Scheduler:
                 except Exception:  # the worker must live on: the job continues at the next start
                     log.exception("job %s: could not record the failure", job.id)
         finally:
-            if local is not None:
-                self._release_local()
             self._release(job)
 
     def _scan_job(self, job_id: str) -> None:
@@ -513,34 +504,10 @@ class Scheduler:
         return self.rig_call("reload", swap)
 
     def _fetch_token_info(self) -> TokenInfo:
-        """The token's info from the cloud of the current config (the bundled one when local)."""
+        """The token's info from the cloud of the current config."""
         from openscan_pi.jobs.runner import fetch_token_info
 
-        cfg, local = self.cfg, self._acquire_local()
-        try:
-            return fetch_token_info(cfg, local)
-        finally:
-            self._release_local()
-
-    def _acquire_local(self) -> LocalCloud | None:
-        if not self.cfg.cloud.is_local:
-            return None
-        from openscan_pi.cloud.transfer import start_local_cloud
-
-        with self._lock:
-            if self._local is None:
-                self._local = start_local_cloud(self.cfg)
-            self._local_users += 1
-            return self._local
-
-    def _release_local(self) -> None:
-        if not self.cfg.cloud.is_local:
-            return
-        with self._lock:
-            self._local_users -= 1
-            if self._local_users == 0 and self._local is not None:
-                self._local.stop()  # an idle daemon serves no local cloud
-                self._local = None
+        return fetch_token_info(self.cfg)
 
     # -- telling ----------------------------------------------------------------------------------
 

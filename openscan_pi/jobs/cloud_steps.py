@@ -75,13 +75,13 @@ class CloudSession:
             _set_changed(r, journal, source)
         self.journal = journal
         self._exit = contextlib.ExitStack()
-        api, rebase = self._exit.enter_context(connect(cfg, r.local))
+        api = self._exit.enter_context(connect(cfg))
         self.transfer: Transfer = Transfer(api, cfg, journal, source,
                                            events=lambda event, **f: _events(r, event, **f),
-                                           rebase=rebase, stop=r.stop)
+                                           stop=r.stop)
 
     def close(self) -> None:
-        """Close the connection (and the local cloud started for it)."""
+        """Close the connection."""
         self._exit.close()
 
 

@@ -27,7 +27,6 @@ from openscan_pi.jobs.store import Job
 
 if TYPE_CHECKING:
     from openscan_pi.cloud.api import TokenInfo
-    from openscan_pi.cloud.local import LocalCloud
     from openscan_pi.rig.rig import Rig
 
 log = logging.getLogger(__name__)
@@ -44,16 +43,16 @@ def _no_events(event: str, **fields: Any) -> None:
     del event, fields
 
 
-def fetch_token_info(cfg: Config, local: LocalCloud | None = None) -> TokenInfo:
+def fetch_token_info(cfg: Config) -> TokenInfo:
     """The token's credit and limits, asked once (a scan must not wait on Wi-Fi)."""
     from openscan_pi.cloud.transfer import connect
 
-    with connect(cfg, local) as (api, _):
+    with connect(cfg) as api:
         # one quick try: a scan must not wait on Wi-Fi, nor on a cloud that answers slowly
         return api.token_info(once=True, timeout_s=PREFLIGHT_TIMEOUT_S)
 
 
-def preflight(cfg: Config, positions: int, *, local: LocalCloud | None = None,
+def preflight(cfg: Config, positions: int, *,
               token_info: Callable[[], TokenInfo] | None = None) -> list[str]:
     """Refuse a new scan the disk or the token cannot take (:class:`UserError`); returns warnings
     (e.g. the cloud could not be asked: the scan goes ahead, the upload waits for the network).
@@ -66,11 +65,11 @@ def preflight(cfg: Config, positions: int, *, local: LocalCloud | None = None,
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     check_free_space(cfg.data_dir, need * DISK_MARGIN)
     photos = positions * cfg.camera.focus.stack
-    if not cfg.cloud.is_local and not cfg.cloud.token:
+    if not cfg.cloud.token:
         raise UserError("no token: set cloud.token in the config or $OPENSCAN_PI_TOKEN (a private "
                         "token comes from cloud@openscan.eu), then scan")
     try:
-        info = token_info() if token_info is not None else fetch_token_info(cfg, local)
+        info = token_info() if token_info is not None else fetch_token_info(cfg)
     except CloudError as exc:
         return [f"could not check the token ({exc}); scanning anyway, the upload waits for the "
                 "cloud"]
@@ -85,19 +84,17 @@ class JobRunner:
     """Runs one job; ``stop`` (set from another thread) ends it at the next safe point, leaving
     it in its state to continue later (:class:`~openscan_pi.cloud.transfer.Cancelled` is raised).
 
-    The daemon runs the rig's steps with its open ``rig`` and the network's with its bundled
-    ``local`` cloud (when ``cloud.url`` is ``local``), each on its own thread.
+    The daemon runs the rig's steps with its open ``rig`` and the network's on a transfer
+    worker, each on its own thread.
     """
 
     def __init__(self, cfg: Config, job: Job, *, events: Events = _no_events,
-                 stop: threading.Event | None = None, rig: Rig | None = None,
-                 local: LocalCloud | None = None) -> None:
+                 stop: threading.Event | None = None, rig: Rig | None = None) -> None:
         self.cfg = cfg
         self.job = job
         self.emit = events
         self.stop = stop or threading.Event()
         self.rig = rig
-        self.local = local
         self._cloud: cloud_steps.CloudSession | None = None
 
     def run(self) -> Job:

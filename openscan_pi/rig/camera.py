@@ -4,7 +4,7 @@ Three backends implement :class:`Camera`:
 
 - :class:`~openscan_pi.rig.picam.Picamera2Camera`: the Pi camera through picamera2 (imported
   only when the camera starts; picamera2 exists only on Raspberry Pi OS);
-- :class:`~openscan_pi.rig.simcam.SimulatedCamera`: renders a textured object from the rig angles;
+- :class:`~openscan_pi.sim.camera.SimulatedCamera`: renders a textured object from the rig angles;
 - :class:`~openscan_pi.rig.trigger.ExternalCamera`: a DSLR fired through the trigger pin; the DSLR
   keeps the photos, so its shots have no path.
 
@@ -233,7 +233,7 @@ def make_camera(cfg: CameraConfig, *, rig_model: str, trigger: CameraTrigger | N
     if backend == "auto":
         backend = "simulated" if rig_model == "simulated" else "picamera2"
     if backend == "simulated":
-        from openscan_pi.rig.simcam import SimulatedCamera
+        from openscan_pi.sim.camera import SimulatedCamera
 
         return SimulatedCamera(cfg)
     if backend == "picamera2":

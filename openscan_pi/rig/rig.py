@@ -1,9 +1,10 @@
 """The rig assembled from the configuration: two axes, ring light, trigger, camera.
 
-``rig.model: simulated`` runs the very same stepper, motion, light and camera code on gpiozero's
-``MockFactory`` pins (with a simulated endstop and the simulated camera), only faster than real
-time by ``rig.sim_time_scale``. On a Pi the pins come from gpiozero's default factory (lgpio) and
-the STEP trains from lgpio's own thread (``rig.step_backend``).
+``rig.model: simulated`` runs the very same stepper, motion, light and camera code on the pins of
+:class:`openscan_pi.sim.pins.SimulatedPins` (gpiozero's ``MockFactory`` with a simulated endstop),
+only faster than real time by ``rig.sim_time_scale``, and with the simulated camera. On a Pi the
+pins come from gpiozero's default factory (lgpio) and the STEP trains from lgpio's own thread
+(``rig.step_backend``).
 
 Example::
 
@@ -19,7 +20,7 @@ import threading
 import warnings
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gpiozero.exc import GPIOZeroError
 
@@ -30,20 +31,18 @@ from openscan_pi.rig.errors import RigError
 from openscan_pi.rig.state import load_position, save_position
 from openscan_pi.schema import AxisConfig
 
+if TYPE_CHECKING:
+    from openscan_pi.sim.pins import SimulatedPins
+
 log = logging.getLogger(__name__)
 
 
-def _pin_factory(simulated: bool) -> Any:
-    """MockFactory (with PWM-capable pins) for the simulated rig, else gpiozero's default (lgpio
-    on a Pi, or whatever ``GPIOZERO_PIN_FACTORY`` names); a machine without GPIO gets a one-line
-    RigError instead of gpiozero's traceback.
+def _pin_factory() -> Any:
+    """gpiozero's default pin factory (lgpio on a Pi, or whatever ``GPIOZERO_PIN_FACTORY``
+    names); a machine without GPIO gets a one-line RigError instead of gpiozero's traceback.
 
     ``Device.ensure_pin_factory()`` returns None: it only sets ``Device.pin_factory``, which is
     the factory every device made without one uses, so that is the one returned."""
-    if simulated:
-        from gpiozero.pins.mock import MockFactory, MockPWMPin
-
-        return MockFactory(pin_class=MockPWMPin)
     from gpiozero import Device
     from gpiozero.exc import BadPinFactory, PinFactoryFallback
 
@@ -82,24 +81,6 @@ def calibrate_within(axis: str, cfg: AxisConfig, degrees: float) -> str:
             f"`openscan-pi calibrate {axis} --degrees {by:g}`, and measure how far it turned")
 
 
-class SimulatedEndstop:
-    """Closes the simulated endstop's pin when the rotor reaches (or passes) its angle."""
-
-    def __init__(self, rig: Rig) -> None:
-        self.rig = rig
-
-    def update(self) -> None:
-        """Drive the endstop pin to match the rotor's current angle."""
-        cfg = self.rig.cfg.rig.endstop
-        if cfg.pin is None:
-            return
-        pin = self.rig.pin_factory.pin(cfg.pin)
-        beyond = (self.rig.rotor.angle - cfg.angle) * cfg.direction >= -1e-9
-        closed = pin.drive_low if cfg.pull_up else pin.drive_high
-        opened = pin.drive_high if cfg.pull_up else pin.drive_low
-        (closed if beyond else opened)()
-
-
 class Rig:
     """The scanner's hardware, built from ``cfg`` (use as a context manager, or ``close()``)."""
 
@@ -115,8 +96,14 @@ class Rig:
         self.cfg = cfg
         rig = cfg.rig
         self.simulated = rig.model == "simulated"
-        self.time_scale = rig.sim_time_scale if self.simulated else 1.0
-        self.pin_factory = pin_factory if pin_factory is not None else _pin_factory(self.simulated)
+        self.sim: SimulatedPins | None = None
+        if self.simulated:  # the one place the simulated parts are picked (the camera: make_camera)
+            from openscan_pi.sim.pins import SimulatedPins
+
+            self.sim = SimulatedPins(cfg, pin_factory=pin_factory)
+            pin_factory = self.sim.factory
+        self.time_scale = self.sim.time_scale if self.sim else 1.0
+        self.pin_factory = pin_factory if pin_factory is not None else _pin_factory()
         self._closers: list[Any] = []
         self._own_cancel = cancel is None
         self.cancel = cancel if cancel is not None else threading.Event()
@@ -159,9 +146,8 @@ class Rig:
                             if rig.trigger.pin is not None else None)
             if self.trigger is not None:
                 self._closers.append(self.trigger)
-            self.endstop = SimulatedEndstop(self) if self.simulated else None
-            if self.endstop:
-                self.endstop.update()
+            if self.sim:
+                self.sim.attach(self)
             self.camera: Camera | None = None
             self._camera_started = False
             self._camera_info: dict[str, Any] = {}
@@ -192,10 +178,8 @@ class Rig:
             self.motion.move(rotor, turntable, cancel=self.cancel, time_scale=self.time_scale)
         finally:
             self._save()
-            if self.endstop:
-                self.endstop.update()
-            if self.simulated:
-                self.motion.clear_pin_history()  # MockPin histories would grow without bound
+            if self.sim:
+                self.sim.after_move()
 
     def turn_by(self, axis: str, degrees: float) -> None:
         """Turn one axis by ``degrees`` (calibration: the turntable may go round more than once;
@@ -220,7 +204,7 @@ class Rig:
         try:
             message = home(self.rotor, self.cfg.rig.endstop, pin_factory=self.pin_factory,
                            cancel=self.cancel, time_scale=self.time_scale,
-                           on_step=self.endstop.update if self.endstop else None)
+                           on_step=self.sim.update_endstop if self.sim else None)
         finally:
             self._save()
         return message

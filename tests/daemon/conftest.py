@@ -20,10 +20,11 @@ from typing import Any
 import pytest
 import yaml
 
-from openscan_pi.cloud.local import LocalCloud
 from openscan_pi.config import Config
 from openscan_pi.daemon.client import DaemonClient, NotRunning
 from openscan_pi.daemon.service import Service
+from openscan_pi.sim.cloud import LocalCloud
+from openscan_pi.sim.local_cloud import BundledCloud
 
 from ..conftest import TOKEN, cli_env
 
@@ -184,13 +185,17 @@ def daemon(make_daemon: Callable[..., DaemonProcess]) -> DaemonProcess:
 @contextlib.contextmanager
 def service_in_thread(cfg: Config, load: Callable[[], Config] | None = None) -> Iterator[Service]:
     """The daemon's service in a thread of this process (for what only this process can watch:
-    its notify socket, its log handlers), ready when yielded, stopped after."""
-    svc = Service(cfg, load, signals=False)
-    thread = threading.Thread(target=lambda: asyncio.run(svc.run()), daemon=True)
-    thread.start()
-    assert svc.ready.wait(60)
-    try:
-        yield svc
-    finally:
-        svc.request_stop()
-        thread.join(30)
+    its notify socket, its log handlers), ready when yielded, stopped after. ``cloud.url: local``
+    starts the bundled cloud as ``openscan-pi daemon`` does: a child process, for the service's
+    life."""
+    with BundledCloud() as bundled:
+        reload = (lambda: bundled.resolve(load())) if load is not None else None
+        svc = Service(bundled.resolve(cfg), reload, signals=False)
+        thread = threading.Thread(target=lambda: asyncio.run(svc.run()), daemon=True)
+        thread.start()
+        assert svc.ready.wait(60)
+        try:
+            yield svc
+        finally:
+            svc.request_stop()
+            thread.join(30)

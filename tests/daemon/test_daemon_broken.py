@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from openscan_pi.cloud.local import LocalCloud
 from openscan_pi.daemon.client import DaemonError
 from openscan_pi.jobs.store import JobStore
+from openscan_pi.sim.cloud import LocalCloud
 from tests.broken_jobs import make_all, record, snapshot
 from tests.conftest import run_cli
 from tests.daemon.conftest import DaemonProcess

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
-from openscan_pi.cloud.local import LocalCloud
 from openscan_pi.fsutil import read_json
+from openscan_pi.sim.cloud import LocalCloud
 from tests.daemon.conftest import WAIT_S, DaemonProcess
 
 #: A raw control character or terminal escape: C0 (but tab and newline), DEL, C1, bidi controls.

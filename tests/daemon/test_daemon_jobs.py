@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from openscan_pi.cloud.local import LocalCloud
 from openscan_pi.fsutil import read_json
+from openscan_pi.sim.cloud import LocalCloud
 from tests.daemon.conftest import DaemonProcess
 
 POSITIONS = 12
@@ -238,8 +238,8 @@ def test_disk_full_during_a_scan_fails_cleanly_and_retry_finishes(
 
 def test_a_scan_the_token_or_the_disk_cannot_take_is_refused_before_it_starts(
         make_daemon: Callable[..., DaemonProcess], tmp_path: Path) -> None:
-    from openscan_pi.cloud.local.common import TokenLimits
     from openscan_pi.daemon.client import DaemonError
+    from openscan_pi.sim.cloud.common import TokenLimits
     from tests.conftest import TOKEN
 
     with LocalCloud(tmp_path / "small", processing_s=0.3,

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from openscan_pi.cloud.local import LocalCloud
 from openscan_pi.fsutil import atomic_write_json, read_json
+from openscan_pi.sim.cloud import LocalCloud
 from tests.conftest import run_cli
 from tests.daemon.conftest import DaemonProcess
 from tests.daemon.test_daemon_jobs import check_images

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from openscan_pi.cloud.local import LocalCloud
 from openscan_pi.fsutil import read_json
+from openscan_pi.sim.cloud import LocalCloud
 from tests.conftest import run_cli
 from tests.daemon.conftest import DaemonProcess
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from openscan_pi.cloud.local import LocalCloud
 from openscan_pi.daemon.client import DaemonError
+from openscan_pi.sim.cloud import LocalCloud
 from tests.daemon.conftest import DaemonProcess
 from tests.daemon.test_socket import Raw, expect_error, expect_status, rpc
 

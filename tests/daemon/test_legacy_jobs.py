@@ -8,15 +8,18 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from openscan_pi.cloud.local import LocalCloud
 from openscan_pi.fsutil import read_json
 from openscan_pi.jobs.record import VERSION as RECORD_VERSION
+from openscan_pi.sim.cloud import LocalCloud
 
-from ..legacy_jobs.make_legacy import ROOT_FILE, URL_FILE
 from .conftest import DaemonProcess
 from .test_daemon_jobs import check_images
 
 LEGACY = Path(__file__).parent.parent / "legacy_jobs" / "v1"
+#: The files tests/legacy_jobs/make_legacy.py wrote beside the data (that script runs only on the
+#: release that made the folder): the cloud's address then, and the folder's path then.
+URL_FILE = "cloud-url.txt"
+ROOT_FILE = "made-in.txt"
 
 
 def _relocate(folder: Path, old: str, new: str) -> None:

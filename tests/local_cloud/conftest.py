@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from openscan_pi.cloud.local import LocalCloud
+from openscan_pi.sim.cloud import LocalCloud
 
 from .support import FakeClock, new_cloud
 

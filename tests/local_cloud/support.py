@@ -11,7 +11,7 @@ from pathlib import Path
 
 import requests
 
-from openscan_pi.cloud.local import BAD_REQUEST_TEXT, LocalCloud
+from openscan_pi.sim.cloud import BAD_REQUEST_TEXT, LocalCloud
 
 AUTH = ("openscan", "free")
 TOKEN = "test-token"

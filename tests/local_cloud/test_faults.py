@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from openscan_pi.cloud.local import ESCAPES, LocalCloud
+from openscan_pi.sim.cloud import ESCAPES, LocalCloud
 
 from .support import (
     AUTH,

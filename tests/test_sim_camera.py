@@ -15,7 +15,7 @@ from PIL import Image
 
 from openscan_pi.config import load_config
 from openscan_pi.rig.camera import Shot
-from openscan_pi.rig.simcam import SimulatedCamera, render
+from openscan_pi.sim.camera import SimulatedCamera, render
 
 BASE = load_config(None, env={}).camera
 
@@ -94,7 +94,48 @@ def test_the_object_is_textured_and_lit() -> None:
 
 
 def test_importing_the_module_does_not_import_numpy() -> None:
-    code = ("import sys, openscan_pi.rig.simcam;"
+    code = ("import sys, openscan_pi.sim.camera;"
             "bad = [m for m in ('numpy', 'PIL') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_strips_make_the_same_frame_whatever_their_height() -> None:
+    from openscan_pi.sim.camera import render_strips
+
+    whole = render(333, 250, 15, 70)
+    for rows in (1, 7, 250, 400):
+        out = np.zeros_like(whole)
+        tops = []
+        for top, strip in render_strips(333, 250, 15, 70, rows=rows):
+            assert strip.shape[1:] == (333, 3) and strip.dtype == np.uint8
+            out[top:top + strip.shape[0]] = strip
+            tops.append(top)
+        assert tops == list(range(0, 250, rows))
+        assert np.array_equal(out, whole), rows
+
+
+def test_texture_made_in_bands_is_the_texture_made_whole() -> None:
+    from openscan_pi.sim.camera import make_texture
+
+    whole, tex_w, tex_h = make_texture(1024, band=512)
+    for band in (64, 100):
+        pixels, w, h = make_texture(1024, band=band)
+        assert (w, h) == (tex_w, tex_h) and pixels.shape == (tex_w * tex_h, 3)
+        # Pillow's scaling of a band rounds a few pixels the other way (its filter starts at
+        # the band's first row); nothing else may differ
+        diff = np.abs(pixels.astype(np.int16) - whole)
+        assert diff.max() <= 1 and np.count_nonzero(diff) < 1e-3 * diff.size, band
+
+
+def test_a_closed_camera_holds_no_texture(tmp_path: Path) -> None:
+    from openscan_pi.sim.camera import _texture
+
+    cam = camera()
+    cam.capture(tmp_path / "a.jpg", rotor=0, turntable=0, index=0)
+    assert _texture.cache_info().currsize == 1
+    cam.close()
+    assert _texture.cache_info().currsize == 0
+    again = camera()
+    again.capture(tmp_path / "b.jpg", rotor=0, turntable=0, index=0)
+    assert (tmp_path / "a.jpg").read_bytes() == (tmp_path / "b.jpg").read_bytes()

@@ -11,8 +11,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from openscan_pi.cloud.local.common import _PART_FAULTS, ESCAPES, _Answer
 from openscan_pi.fsutil import fsync_dir
+from openscan_pi.sim.cloud.common import _PART_FAULTS, ESCAPES, _Answer
 
 _INT = re.compile(r"[+-]?\d+")
 _BAD_LINKS = ("bad_scheme", "bad_ipv6", "no_scheme")

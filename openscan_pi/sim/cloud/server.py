@@ -22,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, urlsplit
 
-from openscan_pi.cloud.local.common import (
+from openscan_pi.sim.cloud.common import (
     API_ENDPOINTS,
     BAD_REQUEST_TEXT,
     ESCAPES,
@@ -31,10 +31,10 @@ from openscan_pi.cloud.local.common import (
     HUGE_BYTES,
     TRICKLE_BPS,
 )
-from openscan_pi.cloud.local.photogrammetry import ContentHasher
+from openscan_pi.sim.cloud.photogrammetry import ContentHasher
 
 if TYPE_CHECKING:
-    from openscan_pi.cloud.local.cloud import LocalCloud
+    from openscan_pi.sim.cloud.cloud import LocalCloud
 
 _CHUNK = 1024 * 1024  # big reads: the server must not set the pace of a benchmark
 _NOTIFY_EVERY = 1024 * 1024

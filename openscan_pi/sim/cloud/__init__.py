@@ -4,7 +4,7 @@ It behaves like the OpenScan Cloud API (``/createProject``, ``/startProject``, .
 upload links it hands out and the Dropbox share link of the result, and it can inject the faults a
 real network and a real server produce (see :meth:`LocalCloud.inject`). Its state lives in
 ``store_dir`` so that a later :class:`LocalCloud` on the same folder (in another process) carries on
-where the earlier one stopped. Run it alone with ``python -m openscan_pi.cloud.local``.
+where the earlier one stopped. Run it alone with ``python -m openscan_pi.sim.cloud``.
 
 Besides the API, ``GET /_faults?name=count&...`` (optionally ``&retry_after=S`` or ``&bps=N``) arms
 faults like :meth:`LocalCloud.inject` and ``GET /_state`` answers :meth:`LocalCloud.state`, for
@@ -16,9 +16,9 @@ statuses; :mod:`.endpoints` the API calls and the state side of upload and share
 upload; :mod:`.common` the names and types they share; :mod:`.cli` the command line.
 """
 
-from openscan_pi.cloud.local.cli import main
-from openscan_pi.cloud.local.cloud import LocalCloud
-from openscan_pi.cloud.local.common import (
+from openscan_pi.sim.cloud.cli import main
+from openscan_pi.sim.cloud.cloud import LocalCloud
+from openscan_pi.sim.cloud.common import (
     API_ENDPOINTS,
     BAD_REQUEST_TEXT,
     ESCAPES,
@@ -26,7 +26,7 @@ from openscan_pi.cloud.local.common import (
     FAULTS,
     TokenLimits,
 )
-from openscan_pi.cloud.local.photogrammetry import ContentHasher, process_archive
+from openscan_pi.sim.cloud.photogrammetry import ContentHasher, process_archive
 
 __all__ = [
     "API_ENDPOINTS",

@@ -19,13 +19,13 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit
 
-from openscan_pi.cloud.local.common import _API_FAULTS, FAULT_PARAMS, FAULTS, TokenLimits
-from openscan_pi.cloud.local.endpoints import _Endpoints
-from openscan_pi.cloud.local.photogrammetry import process_archive
-from openscan_pi.cloud.local.server import _Handler, _Server
-from openscan_pi.fsutil import atomic_open, atomic_write_json, read_json
+from openscan_pi.fsutil import atomic_open, atomic_write_bytes, atomic_write_json, read_json
+from openscan_pi.sim.cloud.common import _API_FAULTS, FAULT_PARAMS, FAULTS, TokenLimits
+from openscan_pi.sim.cloud.endpoints import _Endpoints
+from openscan_pi.sim.cloud.photogrammetry import process_archive
+from openscan_pi.sim.cloud.server import _Handler, _Server
 
 #: Receive buffer of connections accepted while ``part_slow`` is on.
 _SLOW_RCVBUF = 16 * 1024
@@ -102,16 +102,23 @@ class LocalCloud(_Endpoints):
     # ----------------------------------------------------------------- lifecycle
 
     def start(self) -> LocalCloud:
-        """Bind and serve in daemon threads; ``url`` is set when this returns."""
+        """Bind and serve in daemon threads; ``url`` is set when this returns.
+
+        With ``port`` 0 it binds the port an earlier server on this ``store_dir`` had, if that is
+        free, so that the links that server handed out (kept in a client's journal) still work,
+        as the real cloud's do; else any free port."""
         if self._server is not None:
             return self
         shutil.rmtree(self._tmp_dir, ignore_errors=True)
         self._tmp_dir.mkdir(parents=True, exist_ok=True)
         self._stopping.clear()
-        server = _Server((self.host, self.port), _Handler)
+        earlier = self._earlier_port() if self.port == 0 else None
+        server = self._bind(earlier)
         server.cloud = self
         host, port = server.server_address[:2]
         self.url = f"http://{host}:{port}"
+        if earlier is None or earlier == port:  # not when another server holds the earlier one
+            atomic_write_bytes(self._port_path, f"{port}\n".encode())
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever,
@@ -123,6 +130,25 @@ class LocalCloud(_Endpoints):
         if self._part_bps > 0:
             self._pace_window()
         return self
+
+    @property
+    def _port_path(self) -> Path:
+        return self.store_dir / "port"
+
+    def _earlier_port(self) -> int | None:
+        try:
+            port = int(self._port_path.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return port if 0 < port < 65536 else None
+
+    def _bind(self, earlier: int | None) -> _Server:
+        if earlier is not None:
+            try:
+                return _Server((self.host, earlier), _Handler)
+            except OSError:  # taken by now: the earlier links no longer reach this server
+                pass
+        return _Server((self.host, self.port), _Handler)
 
     def stop(self) -> None:
         """Stop serving, cut open connections, wait for handlers; remove a temporary store."""
@@ -301,15 +327,6 @@ class LocalCloud(_Endpoints):
             pid = rec["id"]
         with self._plock(pid):
             return self._join(pid)
-
-    def rebase_link(self, url: str) -> str:
-        """Point a link issued by an earlier server on this ``store_dir`` at this server."""
-        try:
-            link = urlsplit(url)
-        except ValueError:  # a link no client can use: left as it is, for the client to refuse
-            return url
-        base = urlsplit(self.url)
-        return urlunsplit((base.scheme, base.netloc, link.path, link.query, link.fragment))
 
     def _pace_window(self) -> None:
         """While ``part_slow`` is on, connections accepted from now on get a small receive buffer,
