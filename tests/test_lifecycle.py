@@ -15,6 +15,7 @@ from openscan_pi.jobs.lifecycle import (
     states_needing,
     step_named,
 )
+from openscan_pi.jobs.runner import RUNS
 from openscan_pi.jobs.state import ACTIVE, TRANSITIONS, JobState
 
 
@@ -25,6 +26,11 @@ def test_the_steps_in_order_with_their_state_and_resource() -> None:
         ("download", "downloading", "network")]
     assert after(step_named("capture")) is step_named("upload")
     assert after(STEPS[-1]) is None and END == JobState.DONE
+
+
+def test_every_step_has_its_run_function_and_nothing_else_has_one() -> None:
+    assert list(RUNS) == [s.name for s in STEPS]
+    assert all(callable(run) for run in RUNS.values())
 
 
 def test_every_move_between_steps_is_one_the_transition_table_allows() -> None:

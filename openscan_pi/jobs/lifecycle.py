@@ -1,12 +1,15 @@
 """A job's steps, declared once: capture → upload → start → poll → download.
 
 Each :class:`Step` names the contract state a job shows while it is at that step, the resource
-it needs (the rig, or the network), and the function that runs it. A run function starts from
+it needs (the rig, or the network), and the files of the job folder it reads; the function that
+runs it is the runner's, under the step's name (:data:`openscan_pi.jobs.runner.RUNS`, checked to
+cover every step), so that this table stays below the modules that do the work. A run function
+starts from
 the job record and what is durable on disk (photos in the manifest, parts confirmed in the
 transfer record), so running it again after a stop or a crash goes on where it stopped, and a
 step already done is a no-op. The runner runs the steps in this order; the scheduler asks which
 resource a job needs next and puts it in that queue. A later step (e.g. focus-stack fusion) is a
-row added here.
+row added here and its run function in the runner.
 
 Where a job is: its state (see :mod:`.state`) names the first of the steps that show that state
 (``queued`` waits for the first step); a failed job goes back to the steps of the state it
@@ -16,16 +19,11 @@ is done.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from openscan_pi.jobs import capture, cloud_steps
 from openscan_pi.jobs.state import ACTIVE, JobState
-
-if TYPE_CHECKING:
-    from openscan_pi.jobs.runner import JobRunner
 
 
 class Resource(StrEnum):
@@ -42,7 +40,6 @@ class Step:
     name: str
     state: JobState  #: the contract state shown while the job is at this step
     resource: Resource
-    run: Callable[[JobRunner], None]  #: runs the step resumably from the job record
     detail: str | None = None  #: what the job shows on entering the step (the finer state)
     #: the files of the job folder it reads (checked before a job is taken on)
     reads: frozenset[str] = frozenset()
@@ -51,14 +48,13 @@ class Step:
 S = JobState
 #: The steps of every job, in order.
 STEPS: tuple[Step, ...] = (
-    Step("capture", S.SCANNING, Resource.RIG, capture.capture, "checking disk space",
+    Step("capture", S.SCANNING, Resource.RIG, "checking disk space",
          frozenset({"images/manifest.json", "plan.json"})),
-    Step("upload", S.UPLOADING, Resource.NETWORK, cloud_steps.upload, "packaging",
+    Step("upload", S.UPLOADING, Resource.NETWORK, "packaging",
          frozenset({"images/manifest.json"})),
-    Step("start", S.UPLOADING, Resource.NETWORK, cloud_steps.start),
-    Step("poll", S.PROCESSING, Resource.NETWORK, cloud_steps.poll, "waiting for the cloud"),
-    Step("download", S.DOWNLOADING, Resource.NETWORK, cloud_steps.download,
-         "downloading the model"),
+    Step("start", S.UPLOADING, Resource.NETWORK),
+    Step("poll", S.PROCESSING, Resource.NETWORK, "waiting for the cloud"),
+    Step("download", S.DOWNLOADING, Resource.NETWORK, "downloading the model"),
 )
 #: The state after the last step.
 END = S.DONE

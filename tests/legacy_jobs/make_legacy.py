@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from openscan_pi.cloud.local import LocalCloud
 
 from openscan_pi.cloud.errors import Cancelled
-from openscan_pi.cloud.local import LocalCloud
 from openscan_pi.config import load_config
 from openscan_pi.errors import UserError
 from openscan_pi.jobs.runner import JobRunner
