@@ -17,7 +17,8 @@ from PIL import Image
 
 from openscan_pi.config import load_config
 from openscan_pi.errors import DiskError
-from openscan_pi.rig.camera import Camera, exif_bytes, lens_positions, make_camera, write_photo
+from openscan_pi.rig.camera import Camera, exif_bytes, lens_positions, write_photo
+from openscan_pi.rig.cameras import make_camera
 from openscan_pi.rig.errors import CameraError
 from openscan_pi.rig.picam import Picamera2Camera
 from openscan_pi.rig.trigger import CameraTrigger, ExternalCamera

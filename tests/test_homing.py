@@ -179,12 +179,7 @@ def test_a_simulated_endstop_watching_the_position(factory: MockFactory) -> None
         axis.close()
 
 
-def test_stepper_reexports_home_and_position_aliases_steps(factory: MockFactory) -> None:
-    from openscan_pi.rig import stepper
-
-    assert stepper.home is home
-    with pytest.raises(AttributeError):
-        stepper.no_such_thing  # noqa: B018
+def test_position_aliases_steps(factory: MockFactory) -> None:
     axis = make_axis(factory)
     try:
         axis.position = 123

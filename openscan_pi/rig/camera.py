@@ -18,7 +18,7 @@ call keeps a :class:`CallWatch` as ``watch``, which the daemon's watchdog reads
 
 Example::
 
-    camera = make_camera(cfg.camera, rig_model=cfg.rig.model)
+    camera = make_camera(cfg.camera, rig_model=cfg.rig.model)  # openscan_pi.rig.cameras
     info = camera.start()
     for lens in lens_positions(cfg.camera.focus, info["has_autofocus"]):
         shot = camera.capture(folder / "IMG_0000.jpg", rotor=15, turntable=0, index=0,
@@ -40,10 +40,10 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from openscan_pi.fsutil import atomic_write_bytes, disk_error
 from openscan_pi.rig.errors import CameraError
-from openscan_pi.schema import CameraConfig, FocusConfig
+from openscan_pi.schema import FocusConfig
 
 if TYPE_CHECKING:
-    from openscan_pi.rig.trigger import CameraTrigger
+    pass
 
 #: EXIF tag numbers written by :func:`exif_bytes`.
 TAG_IMAGE_DESCRIPTION = 0x010E
@@ -221,30 +221,3 @@ def write_photo(path: Path, data: bytes) -> tuple[int, int]:
     except OSError as exc:  # mkdir of the folder; atomic_write_bytes converts the rest itself
         raise disk_error(exc, path) from exc
     return len(data), zlib.crc32(data)
-
-
-def make_camera(cfg: CameraConfig, *, rig_model: str, trigger: CameraTrigger | None = None) -> Camera:
-    """The camera ``cfg.backend`` names; ``auto`` means the simulated camera on a simulated rig
-    and the Pi camera (picamera2) otherwise. ``external`` needs the rig's trigger.
-
-    Nothing is opened here; :meth:`Camera.start` does that.
-    """
-    backend = cfg.backend
-    if backend == "auto":
-        backend = "simulated" if rig_model == "simulated" else "picamera2"
-    if backend == "simulated":
-        from openscan_pi.sim.camera import SimulatedCamera
-
-        return SimulatedCamera(cfg)
-    if backend == "picamera2":
-        from openscan_pi.rig.picam import Picamera2Camera
-
-        return Picamera2Camera(cfg)
-    if backend == "external":
-        if trigger is None:
-            raise CameraError("camera.backend is external but the rig has no trigger: set "
-                              "rig.trigger.pin to the GPIO wired to the camera's shutter release")
-        from openscan_pi.rig.trigger import ExternalCamera
-
-        return ExternalCamera(trigger)
-    raise CameraError(f"unknown camera.backend {backend!r} (auto, picamera2, external, simulated)")

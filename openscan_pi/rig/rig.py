@@ -26,7 +26,8 @@ from gpiozero.exc import GPIOZeroError
 
 from openscan_pi.config import Config
 from openscan_pi.paths import prepare_data_dir
-from openscan_pi.rig.camera import Camera, Shot, make_camera
+from openscan_pi.rig.camera import Camera, Shot
+from openscan_pi.rig.cameras import make_camera
 from openscan_pi.rig.errors import RigError
 from openscan_pi.rig.state import load_position, save_position
 from openscan_pi.schema import AxisConfig
@@ -199,7 +200,7 @@ class Rig:
 
     def home(self) -> str:
         """Home the rotor on its endstop (or say why not); returns what happened."""
-        from openscan_pi.rig.stepper import home
+        from openscan_pi.rig.homing import home
 
         try:
             message = home(self.rotor, self.cfg.rig.endstop, pin_factory=self.pin_factory,

@@ -35,15 +35,6 @@ log = logging.getLogger(__name__)
 DIR_SETUP_S = 5e-6
 
 
-def __getattr__(name: str) -> Any:
-    # `from openscan_pi.rig.stepper import home`: homing lives in its own module, which imports this one.
-    if name == "home":
-        from openscan_pi.rig.homing import home
-
-        return home
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def clear_pin_history(*devices: Any) -> None:
     """Empty the recorded history of the devices' pins when they are gpiozero ``MockPin`` s.
 
