@@ -274,7 +274,6 @@ class JobRunner:
     def scan(self) -> None:
         """Capture every position not yet in the manifest; then hand over to the transfer."""
         from openscan_pi.rig.camera import CameraStalled, lens_positions
-        from openscan_pi.rig.rig import Rig
 
         job = self.job
         if self.cfg.camera.backend == "external":
@@ -288,7 +287,7 @@ class JobRunner:
         self._check_disk()
         if self.rig is not None:
             self.rig.cancel = self.stop
-        with contextlib.nullcontext(self.rig) if self.rig else Rig(self.cfg, cancel=self.stop) as rig:
+        with contextlib.nullcontext(self.rig) if self.rig else self._open_rig() as rig:
             job.update(step="homing")
             timings = {"motion_s": float(job.data.get("motion_s") or 0.0),
                        "capture_s": float(job.data.get("capture_s") or 0.0)}
@@ -328,6 +327,12 @@ class JobRunner:
             rig.light.off()
         self._check_scanned(total, len(lenses))
         job.transition(JobState.UPLOADING, step="packaging")
+
+    def _open_rig(self) -> Rig:
+        """The rig in this process (the foreground scan; the daemon passes its worker's)."""
+        from openscan_pi.rig.rig import Rig
+
+        return Rig(self.cfg, cancel=self.stop)
 
     def _stalled(self, exc: Exception, index: int, total: int) -> str:
         """The failure of a scan whose camera stalled at position ``index`` (after its retries)."""

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -17,7 +19,8 @@ import pytest
 
 from openscan_pi.daemon.client import DaemonError
 from openscan_pi.rig.simcam import FAULT_ENV
-from tests.daemon.conftest import WAIT_S, DaemonProcess
+from tests.conftest import cli_env
+from tests.daemon.conftest import WAIT_S, DaemonProcess, daemon_config
 
 #: A slow enough simulated rig that a scan is mostly moves (a kill lands in one).
 SLOW = {"sim_time_scale": 0.05}
@@ -179,3 +182,29 @@ def test_the_worker_leaves_when_idle_and_the_next_command_starts_it(
     light = daemon.call("rig.light", {"on": True})
     assert light["on"] is True
     assert worker_pid(daemon) != pid
+
+
+def test_the_daemon_process_imports_none_of_the_rig_libraries(short_dir: Path) -> None:
+    """A scan and a hand-driven capture through the scheduler leave numpy, Pillow, picamera2,
+    lgpio and gpiozero out of the daemon's process: they live in the worker's."""
+    config = daemon_config(short_dir)
+    code = f"""
+import sys, threading
+from openscan_pi.config import load_config
+from openscan_pi.daemon.methods import _capture
+from openscan_pi.daemon.scheduler import Scheduler
+done = threading.Event()
+s = Scheduler(load_config({str(config)!r}, env={{}}), on_status=lambda st: (
+    st["job"] and st["job"]["state"] in ("done", "failed") and done.set()))
+s.start()
+s.scan(3, None)
+assert done.wait(120)
+shot = s.rig_call("capture", lambda rig: _capture(rig, None)).result(60)
+assert shot["jpeg_base64"]
+s.stop()
+print(",".join(m for m in ("numpy", "PIL", "picamera2", "lgpio", "gpiozero") if m in sys.modules))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=cli_env(), timeout=WAIT_S)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == ""
