@@ -443,8 +443,9 @@ class Scheduler:
                     failure = exc
                     from openscan_pi.rig.remote import WorkerLost
 
-                    if isinstance(exc, WorkerLost):  # said as a user error; the next call restarts
+                    if isinstance(exc, WorkerLost):  # said as a user error, and a new worker
                         failure = UserError(f"{exc}: try again")
+                        self._reopen(rig)
                 with self._lock:
                     self._rig_task = None  # free before the caller hears: its next call is taken
                 self._notify()
@@ -454,6 +455,13 @@ class Scheduler:
                     future.set_result(result)
         finally:
             self.rig.close()
+
+    def _reopen(self, rig: RemoteRig) -> None:
+        """A new worker after one was lost (not left "restarting" until the next command)."""
+        try:
+            rig.open()
+        except Exception as exc:  # said; the next command tries again
+            log.error("the rig worker cannot be started again: %s", exc)
 
     def _open_rig(self, cfg: Config) -> RemoteRig:
         """The rig of ``cfg`` in its worker, opened once now (a config that cannot open it stops

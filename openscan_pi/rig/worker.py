@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import ctypes
+import faulthandler
 import logging
 import os
 import pickle
@@ -41,6 +42,9 @@ log = logging.getLogger(__name__)
 
 #: How often the worker says it lives.
 BEAT_INTERVAL_S = 0.5
+#: Once told to end, the worker is gone within this (a rig that does not close, a camera
+#: driver that never returns: the threads are dumped to the log and the process exits).
+EXIT_GRACE_S = 10.0
 #: Where the worker says how it last ended (motors released or not).
 STATE_FILE = "rig-worker.json"
 PR_SET_PDEATHSIG = 1
@@ -137,7 +141,8 @@ class Worker:
             self.end()
 
     def end(self) -> None:
-        """Stop at the next step and leave."""
+        """Stop at the next step and leave (within :data:`EXIT_GRACE_S` whatever happens)."""
+        faulthandler.dump_traceback_later(EXIT_GRACE_S, exit=True)
         self.ended.set()
         self.cancel.set()
         self.calls.put(None)
@@ -195,6 +200,7 @@ class Worker:
                     reply = m.Reply(id=call.id, error=m.error_of(exc), rig=rig_state(rig))
                 self.send(reply)
         finally:
+            faulthandler.dump_traceback_later(EXIT_GRACE_S, exit=True)
             self.cancel.set()
             rig.close()
             write_state(cfg, pid=os.getpid(), motors="released")
@@ -216,7 +222,9 @@ def main(argv: list[str]) -> int:
     worker = Worker(sock)
 
     def terminate(signum: int, frame: Any) -> None:
-        worker.end()
+        # No lock taken here (the interrupted code may hold it): the exception unwinds the main
+        # thread, whose ``finally`` closes the rig; the grace timer bounds it all.
+        faulthandler.dump_traceback_later(EXIT_GRACE_S, exit=True)
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, terminate)
