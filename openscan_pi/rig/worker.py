@@ -60,6 +60,16 @@ def die_with_parent() -> None:
         pass
 
 
+_leaving = threading.Lock()
+
+
+def leave_within(seconds: float) -> None:
+    """Exit the process in ``seconds`` (the threads dumped to stderr first) unless it has ended
+    by then. Armed once: faulthandler's timer must not be re-armed from another thread."""
+    if _leaving.acquire(blocking=False):  # never blocks: safe in a signal handler
+        faulthandler.dump_traceback_later(seconds, exit=True)
+
+
 def rig_state(rig: Rig) -> dict[str, Any]:
     """Where the axes are and whether the light is on (what the daemon's status shows)."""
     rotor, turntable = rig.angles()
@@ -142,7 +152,7 @@ class Worker:
 
     def end(self) -> None:
         """Stop at the next step and leave (within :data:`EXIT_GRACE_S` whatever happens)."""
-        faulthandler.dump_traceback_later(EXIT_GRACE_S, exit=True)
+        leave_within(EXIT_GRACE_S)
         self.ended.set()
         self.cancel.set()
         self.calls.put(None)
@@ -200,7 +210,7 @@ class Worker:
                     reply = m.Reply(id=call.id, error=m.error_of(exc), rig=rig_state(rig))
                 self.send(reply)
         finally:
-            faulthandler.dump_traceback_later(EXIT_GRACE_S, exit=True)
+            leave_within(EXIT_GRACE_S)
             self.cancel.set()
             rig.close()
             write_state(cfg, pid=os.getpid(), motors="released")
@@ -224,7 +234,7 @@ def main(argv: list[str]) -> int:
     def terminate(signum: int, frame: Any) -> None:
         # No lock taken here (the interrupted code may hold it): the exception unwinds the main
         # thread, whose ``finally`` closes the rig; the grace timer bounds it all.
-        faulthandler.dump_traceback_later(EXIT_GRACE_S, exit=True)
+        leave_within(EXIT_GRACE_S)
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, terminate)
