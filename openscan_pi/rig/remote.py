@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from openscan_pi.rig import messages as m
 
@@ -44,6 +44,33 @@ MOVE_FACTOR = 2.0
 OPEN_BOUND_S = 60.0
 #: How often a waiting call looks at its cancel event and the worker's beats.
 POLL_S = 0.05
+
+
+class ScanRig(Protocol):
+    """What the capture step uses of a rig: :class:`~openscan_pi.rig.rig.Rig` in the foreground
+    scan, :class:`RemoteRig` in the daemon."""
+
+    cancel: threading.Event
+    time_scale: float
+
+    @property
+    def light(self) -> Any:
+        """The ring light (``off()`` is used)."""
+
+    def home(self) -> str:
+        """Home the rotor; what happened."""
+
+    def angles(self) -> tuple[float, float]:
+        """(rotor, turntable) in degrees."""
+
+    def start_camera(self) -> dict[str, Any]:
+        """What the camera says about itself."""
+
+    def move(self, *, rotor: float | None = None, turntable: float | None = None) -> None:
+        """Move both axes at once."""
+
+    def capture(self, path: Path, *, index: int = 0, lens_position: float | None = None) -> Shot:
+        """One photo written to ``path``."""
 
 
 class WorkerLost(Exception):
