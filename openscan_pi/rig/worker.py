@@ -167,7 +167,7 @@ class Worker:
                 elif isinstance(message, m.Call):
                     self.calls.put(message)
         except (OSError, m.ProtocolError) as exc:
-            log.error("rig worker: %s", exc)
+            log.error("%s", exc)
         self.end()
 
     def beat(self) -> None:
@@ -195,7 +195,7 @@ class Worker:
                 try:
                     call = self.calls.get(timeout=idle)
                 except queue.Empty:
-                    log.info("rig worker: idle for %g s, leaving", idle)
+                    log.info("idle for %g s, leaving", idle)
                     break
                 if call is None:
                     break
@@ -222,7 +222,7 @@ def write_state(cfg: Config, **fields: Any) -> None:
     try:
         atomic_write_json(cfg.data_dir / STATE_FILE, {**fields, "at": time.time()})
     except Exception as exc:  # the state file is a report: the rig goes on without it
-        log.warning("rig worker: cannot write %s: %s", cfg.data_dir / STATE_FILE, exc)
+        log.warning("cannot write %s: %s", cfg.data_dir / STATE_FILE, exc)
 
 
 def main(argv: list[str]) -> int:
