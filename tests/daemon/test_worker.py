@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from openscan_pi.daemon.client import DaemonError
 from openscan_pi.rig.simcam import FAULT_ENV
 from tests.conftest import cli_env
 from tests.daemon.conftest import WAIT_S, DaemonProcess, daemon_config
+from tests.daemon.test_systemd import _reloaded
 
 #: A slow enough simulated rig that a scan is mostly moves (a kill lands in one).
 SLOW = {"sim_time_scale": 0.05}
@@ -208,3 +210,20 @@ print(",".join(m for m in ("numpy", "PIL", "picamera2", "lgpio", "gpiozero") if 
                           env=cli_env(), timeout=WAIT_S)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == ""
+
+
+def test_a_reload_whose_rig_cannot_open_keeps_the_old_configs_worker(
+        make_daemon: Callable[..., DaemonProcess]) -> None:
+    daemon = make_daemon().start()
+    first = worker_pid(daemon)
+    good = daemon.config.read_text()
+    data = yaml.safe_load(good)
+    data["camera"]["backend"] = "picamera2"  # valid, but this machine has no Pi camera
+    daemon.config.write_text(yaml.safe_dump(data))
+    status = _reloaded(daemon)
+    said = [line for line in daemon.log_text().splitlines() if "config reload" in line]
+    assert "keeping the old config" in said[-1] and "picamera2" in said[-1]
+    assert status["rig"]["worker"]["state"] == "running"
+    assert status["rig"]["worker"]["pid"] not in (None, first)  # the old config's, started again
+    shot = daemon.call("rig.capture")
+    assert shot["size"] > 0  # the simulated camera of the old config
