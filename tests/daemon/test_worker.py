@@ -227,3 +227,19 @@ def test_a_reload_whose_rig_cannot_open_keeps_the_old_configs_worker(
     assert status["rig"]["worker"]["pid"] not in (None, first)  # the old config's, started again
     shot = daemon.call("rig.capture")
     assert shot["size"] > 0  # the simulated camera of the old config
+
+
+def test_a_worker_killed_mid_capture_is_restarted_and_the_scan_ends_done(
+        make_daemon: Callable[..., DaemonProcess], fault: Callable[[str, int], None],
+        short_dir: Path) -> None:
+    fault("hang", 2)  # holds the capture of position 3 until the kill (its bound is 60 s)
+    daemon = make_daemon(camera={"timeout_s": 60, "retries": 0}).start()
+    first = worker_pid(daemon)
+    job = daemon.call("scan", {"positions": 5})
+    wait_until(lambda: not (short_dir / "fault").exists(), "the capture to hang")
+    os.kill(first, signal.SIGKILL)
+    done = daemon.wait_job(job["id"], {"done", "failed"})
+    assert done["state"] == "done", done
+    assert_each_position_once(daemon, done)
+    assert record(daemon, job["id"])["rig_restarts"] == 1
+    assert "killed by SIGKILL" in daemon.log_text()
