@@ -227,7 +227,10 @@ class RemoteRig:
         self.state = state
 
     def open(self) -> dict[str, Any]:
-        """Start the worker unless it runs; returns what its camera said about itself."""
+        """Start the worker unless it runs; returns what its camera said about itself.
+
+        Call it from a thread that lives as long as the rig (the daemon's rig thread): the
+        worker's parent-death signal follows the thread that started it, not the process."""
         with self._lock:
             proc = self._proc
             if proc is not None and not proc.ended.is_set():
