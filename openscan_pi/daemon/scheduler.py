@@ -168,7 +168,8 @@ class Scheduler:
                 rig.update(rotor=round(rotor, 3), turntable=round(turntable, 3),
                            light=self.rig.light.is_on,
                            worker={"state": self.rig.phase, "pid": self.rig.pid,
-                                   "restarts": self.rig.restarts})
+                                   "restarts": self.rig.restarts,
+                                   "op": self.rig.state.get("op")})
             return {"state": "busy" if busy else "idle", "version": __version__, "rig": rig,
                     "config": {"source": self.cfg.source, "loaded": self.loaded_at},
                     "job": self._public(job) if job else None,

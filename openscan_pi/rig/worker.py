@@ -141,6 +141,8 @@ class Worker:
         self.ended = threading.Event()
         self._send_lock = threading.Lock()
         self.rig: Rig | None = None
+        self.op: str | None = None  # the operation running, said in the beats
+        self.leaving = False  # the rig is being closed: a signal must not cut that short
 
     def send(self, message: m.Message) -> None:
         """One message to the daemon (from any thread); a daemon gone ends the worker."""
@@ -174,7 +176,7 @@ class Worker:
         """The beat thread: never waits on the rig (angles are read without its lock)."""
         while not self.ended.wait(BEAT_INTERVAL_S):
             rig = self.rig
-            self.send(m.Beat(rig=rig_state(rig) if rig is not None else {}))
+            self.send(m.Beat(rig={**rig_state(rig), "op": self.op} if rig is not None else {}))
 
     def serve(self, cfg: Config) -> int:
         """Open the rig, answer calls until the end; returns the exit status."""
@@ -203,13 +205,17 @@ class Worker:
                     self.cancel.set()
                 else:
                     self.cancel.clear()
+                self.op = call.op
                 try:
                     reply = m.Reply(id=call.id, result=run_op(rig, call.op, call.args),
                                     rig=rig_state(rig))
                 except Exception as exc:
                     reply = m.Reply(id=call.id, error=m.error_of(exc), rig=rig_state(rig))
+                finally:
+                    self.op = None
                 self.send(reply)
         finally:
+            self.leaving = True
             leave_within(EXIT_GRACE_S)
             self.cancel.set()
             rig.close()
@@ -233,8 +239,12 @@ def main(argv: list[str]) -> int:
 
     def terminate(signum: int, frame: Any) -> None:
         # No lock taken here (the interrupted code may hold it): the exception unwinds the main
-        # thread, whose ``finally`` closes the rig; the grace timer bounds it all.
+        # thread, whose ``finally`` closes the rig; the grace timer bounds it all. Once the
+        # worker is on its way out (the channel's end came first), the signal changes nothing:
+        # raised inside the closing, it would leave the motors unreleased.
         leave_within(EXIT_GRACE_S)
+        if worker.leaving or worker.ended.is_set():
+            return
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, terminate)

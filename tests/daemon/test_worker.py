@@ -151,8 +151,9 @@ def test_a_worker_killed_mid_move_fails_that_call_only(
 
     mover = threading.Thread(target=move)
     mover.start()
-    # The rig's state file changes only when a move ends: "move" as the task is the sign.
-    wait_until(lambda: daemon.call("status")["rig"]["task"] == "turn", "the move to start")
+    # The worker's heartbeats say what it runs.
+    wait_until(lambda: daemon.call("status")["rig"]["worker"]["op"] == "turn_by",
+               "the move to start")
     os.kill(first, signal.SIGKILL)
     mover.join(WAIT_S)
     assert "error" in answer, (answer, daemon.log_text())
@@ -171,7 +172,7 @@ def test_the_daemon_killed_takes_its_worker_with_it_and_the_motors_are_released(
     daemon.kill()
     wait_until(lambda: not alive(pid), "the worker to end")
     state = json.loads((daemon.data / "rig-worker.json").read_text())
-    assert state["pid"] == pid and state["motors"] == "released"
+    assert state["pid"] == pid and state["motors"] == "released", daemon.log_text()
 
 
 def test_the_worker_leaves_when_idle_and_the_next_command_starts_it(
