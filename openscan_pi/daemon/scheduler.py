@@ -339,6 +339,8 @@ class Scheduler:
     def _release(self, job: Job) -> None:
         with self._lock:
             self._running.pop(job.id, None)
+            if self._rig_job == job.id:  # off the rig before a waiting `cancel` answers
+                self._rig_job = None
             released = self._released.pop(job.id)
             if job.id in self._cancelling:
                 self._cancelling.discard(job.id)
