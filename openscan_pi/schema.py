@@ -258,6 +258,8 @@ class RigConfig:
     idle_disable_s: float | None = _field(optional(at_least(0)))
     sim_time_scale: float = _field(between(0, 1))
     settle_s: float = _field(between(0, 10))  # wait after a move before a photo
+    max_restarts: int = _field(between(0, 100))  # rig worker restarts per scan, then failed
+    idle_exit_s: float = _field(between(1, 86400))  # the rig worker leaves after this idle
     rotor: AxisConfig = _field()
     turntable: AxisConfig = _field()
     endstop: EndstopConfig = _field()

@@ -70,7 +70,8 @@ class Daemon:
     """``openscan-pi daemon`` in a subprocess on a simulated rig, with its config and log."""
 
     def __init__(self, root: Path, *, resolution: tuple[int, int], time_scale: float,
-                 processing_s: float) -> None:
+                 processing_s: float, rig: dict[str, Any] | None = None,
+                 camera: dict[str, Any] | None = None) -> None:
         self.root = root
         self.time_scale = time_scale
         self.socket = root / "run" / "d.sock"
@@ -82,8 +83,8 @@ class Daemon:
                       "poll_max_interval_s": 0.2, "backoff_s": 0.01, "retries": 2,
                       "max_offline_s": 30, "local": {"processing_s": processing_s}},
             "daemon": {"socket": str(self.socket), "data_dir": str(self.data)},
-            "rig": {"model": "simulated", "sim_time_scale": time_scale},
-            "camera": {"resolution": list(resolution)},
+            "rig": {"model": "simulated", "sim_time_scale": time_scale, **(rig or {})},
+            "camera": {"resolution": list(resolution), **(camera or {})},
         }))
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -122,6 +123,11 @@ class Daemon:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(30)
+
+    def worker_pid(self) -> int | None:
+        """The rig worker's process id, while it runs (as ``status`` says)."""
+        worker = self.call("status")["rig"].get("worker") or {}
+        return worker.get("pid")
 
     def client(self, timeout: float = 120.0) -> DaemonClient:
         """A new connection."""

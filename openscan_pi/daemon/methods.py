@@ -14,10 +14,7 @@ import base64
 import contextlib
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from openscan_pi.daemon.protocol import INVALID_PARAMS, RpcError
@@ -28,7 +25,7 @@ from openscan_pi.plan import MAX_POSITIONS  # most positions one scan may ask fo
 
 if TYPE_CHECKING:
     from openscan_pi.daemon.scheduler import Scheduler
-    from openscan_pi.rig.rig import Rig
+    from openscan_pi.rig.remote import RemoteRig
 
 log = logging.getLogger(__name__)
 
@@ -93,18 +90,16 @@ class Params:
         return value
 
 
-def _capture(rig: Rig, lens_position: float | None) -> dict[str, Any]:
-    """One photo, returned in the answer (the daemon may not write where the caller can)."""
-    folder = rig.cfg.data_dir / "tmp"
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(suffix=".jpg", dir=folder)
-    os.close(fd)
-    path = Path(name)
-    try:
-        shot = rig.capture(path, lens_position=lens_position)
-        data = path.read_bytes() if shot.path else b""
-    finally:
-        path.unlink(missing_ok=True)
+def _capture(rig: RemoteRig, lens_position: float | None) -> dict[str, Any]:
+    """One photo, returned in the answer (the daemon may not write where the caller can): the
+    worker writes it to a temporary file of the data folder, read here and removed."""
+    shot = rig.capture(None, lens_position=lens_position)
+    data = b""
+    if shot.path is not None:
+        try:
+            data = shot.path.read_bytes()
+        finally:
+            shot.path.unlink(missing_ok=True)
     return {"size": shot.size, "crc32": shot.crc32, "rotor": shot.rotor,
             "turntable": shot.turntable, "lens_position": shot.lens_position,
             "jpeg_base64": base64.b64encode(data).decode("ascii") if data else None}
@@ -169,7 +164,7 @@ def make_methods(scheduler: Scheduler) -> dict[str, Handler]:
         log.info("rig %s asked by %s", name, conn.peer)
         return await asyncio.wrap_future(scheduler.rig_call(name, call))
 
-    def angles(rig: Rig) -> dict[str, float]:
+    def angles(rig: RemoteRig) -> dict[str, float]:
         rotor, turntable = rig.angles()
         return {"rotor": rotor, "turntable": turntable}
 
@@ -179,7 +174,7 @@ def make_methods(scheduler: Scheduler) -> dict[str, Handler]:
         if rotor is None and turntable is None:
             raise RpcError(INVALID_PARAMS, "invalid params: give rotor and/or turntable (degrees)")
 
-        def move(rig: Rig) -> dict[str, float]:
+        def move(rig: RemoteRig) -> dict[str, float]:
             rig.move(rotor=rotor, turntable=turntable)
             return angles(rig)
 
@@ -188,7 +183,7 @@ def make_methods(scheduler: Scheduler) -> dict[str, Handler]:
     async def rig_home(params: dict[str, Any], conn: Connection) -> Any:
         Params(params, ())
 
-        def home(rig: Rig) -> dict[str, Any]:
+        def home(rig: RemoteRig) -> dict[str, Any]:
             return {"message": rig.home(), **angles(rig)}
 
         return await on_rig("home", conn, home)
@@ -200,7 +195,7 @@ def make_methods(scheduler: Scheduler) -> dict[str, Handler]:
             raise RpcError(INVALID_PARAMS, "invalid params: on must be true or false")
         brightness = p.number("brightness", 0.0, 1.0)
 
-        def light(rig: Rig) -> dict[str, Any]:
+        def light(rig: RemoteRig) -> dict[str, Any]:
             if on:
                 rig.light.on(brightness)
             else:
@@ -221,7 +216,7 @@ def make_methods(scheduler: Scheduler) -> dict[str, Handler]:
         if degrees is None:
             raise RpcError(INVALID_PARAMS, "invalid params: degrees is required")
 
-        def turn(rig: Rig) -> dict[str, float]:
+        def turn(rig: RemoteRig) -> dict[str, float]:
             rig.turn_by(axis, degrees)
             return angles(rig)
 

@@ -1,7 +1,11 @@
 """The daemon's core: every job, the rig's thread, the transfer workers, and the status.
 
-The rig belongs to one thread: it scans one job at a time, and runs the hand-driven rig commands
-between scans. As soon as a job's captures are on disk it goes to a transfer worker (at most
+The rig runs in a worker process of its own (:class:`~openscan_pi.rig.remote.RemoteRig`), driven
+from one thread here: it scans one job at a time, and runs the hand-driven rig commands between
+scans. A worker that dies or exceeds a bound is killed and started again, and the scan continues
+at the first position missing from its manifest (``rig.max_restarts`` times per scan).
+
+As soon as a job's captures are on disk it goes to a transfer worker (at most
 ``daemon.max_transfers`` at once) and the rig takes the next queued job: a scan never waits on the
 network. At start every unfinished job continues from its last durable step.
 """
@@ -36,7 +40,7 @@ from openscan_pi.paths import prepare_data_dir
 
 if TYPE_CHECKING:
     from openscan_pi.cloud.api import TokenInfo
-    from openscan_pi.rig.rig import Rig
+    from openscan_pi.rig.remote import RemoteRig
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +51,8 @@ TRANSFER_STATES = states_needing(Resource.NETWORK)
 #: Upload progress is told to subscribers at most this often (durable steps always are).
 PROGRESS_INTERVAL_S = 0.2
 
-RigCall = Callable[["Rig"], Any]
+#: A hand-driven rig command: calls the rig's named operations (each one crosses to the worker).
+RigCall = Callable[["RemoteRig"], Any]
 
 
 @dataclass
@@ -79,7 +84,7 @@ class Scheduler:
         self.store = JobStore(cfg.data_dir)
         self.jobs: dict[str, Job] = {}
         self.broken: dict[str, BrokenJob] = {}  # folder name -> why it cannot be run
-        self.rig: Rig | None = None
+        self.rig: RemoteRig | None = None
         self.stopping = threading.Event()
         self._lock = threading.RLock()
         self._create_lock = threading.Lock()
@@ -184,10 +189,13 @@ class Scheduler:
             busy = bool(self._active) or self._rig_task is not None
             rig: dict[str, Any] = {"model": self.cfg.rig.model, "job": self._rig_job,
                                    "task": self._rig_task}
-            if self.rig is not None:
+            if self.rig is not None:  # as the worker last said: never a call to it
                 rotor, turntable = self.rig.angles()
                 rig.update(rotor=round(rotor, 3), turntable=round(turntable, 3),
-                           light=self.rig.light.is_on)
+                           light=self.rig.light.is_on,
+                           worker={"state": self.rig.phase, "pid": self.rig.pid,
+                                   "restarts": self.rig.restarts,
+                                   "op": self.rig.state.get("op")})
             return {"state": "busy" if busy else "idle", "version": __version__, "rig": rig,
                     "config": {"source": self.cfg.source, "loaded": self.loaded_at},
                     "job": self._public(job) if job else None,
@@ -358,10 +366,12 @@ class Scheduler:
         if run.again and not self.stopping.is_set():
             self._schedule(job)
 
-    def _run(self, job: Job, run: _Run) -> None:
-        """Run the job's steps that need ``run.resource``, then let go of it."""
+    def _run(self, job: Job, run: _Run) -> str | None:
+        """Run the job's steps that need ``run.resource``, then let go of it; returns why the
+        rig worker was lost, when it was."""
         from openscan_pi.cloud.transfer import Cancelled
         from openscan_pi.jobs.runner import JobRunner
+        from openscan_pi.rig.remote import WorkerLost
 
         try:
             with job.hold():
@@ -374,6 +384,8 @@ class Scheduler:
             log.info("job %s: stopped (%s)", job.id, job.state.value)
         except UserError as exc:
             log.warning("job %s failed: %s", job.id, exc)
+        except WorkerLost as exc:  # the scan continues with a new worker (see _scan_job)
+            return str(exc)
         except Exception as exc:  # a bug: the job fails with its images, the daemon carries on
             log.exception("job %s: internal error", job.id)
             if job.state in ACTIVE:
@@ -384,16 +396,28 @@ class Scheduler:
                     log.exception("job %s: could not record the failure", job.id)
         finally:
             self._release(job)
+        return None
 
     def _scan_job(self, job_id: str) -> None:
         job = self.jobs[job_id]
-        run = self._claim(job, Resource.RIG)
-        if run is None:
-            return
-        try:
-            self._run(job, run)
-        finally:
-            self._notify()
+        restarts = 0
+        while (run := self._claim(job, Resource.RIG)) is not None:
+            try:
+                lost = self._run(job, run)
+            finally:
+                self._notify()
+            if lost is None or self.stopping.is_set():
+                break
+            restarts += 1
+            job.update(rig_restarts=int(job.data.get("rig_restarts") or 0) + 1)
+            if restarts > self.cfg.rig.max_restarts:
+                job.transition(S.FAILED, step=None, error=(
+                    f"{lost}; the rig worker was restarted {restarts - 1} times in this scan "
+                    f"(rig.max_restarts): check the camera and the power supply, then "
+                    f"`openscan-pi retry {job.id}` continues at the first missing position"))
+                break
+            log.warning("job %s: %s; continuing with a new rig worker (restart %d of %d)", job.id,
+                        lost, restarts, self.cfg.rig.max_restarts)
         if needs(job.data) == Resource.NETWORK and not self.stopping.is_set():
             self._schedule(job)  # its next step needs the network
 
@@ -415,21 +439,28 @@ class Scheduler:
             ready.set_exception(exc)
             return
         ready.set_result(None)
+        rig = self.rig
         try:
             while (task := self._rig_queue.get()) is not None:
                 if isinstance(task, str):
                     self._scan_job(task)
                     continue
                 call, future = task
-                self.rig.cancel = self._rig_stop
+                rig = self.rig
+                rig.cancel = self._rig_stop
                 result: Any = None
                 failure: BaseException | None = None
                 running = future.set_running_or_notify_cancel()
                 try:
                     if running:
-                        result = call(self.rig)
+                        result = call(rig)
                 except BaseException as exc:
                     failure = exc
+                    from openscan_pi.rig.remote import WorkerLost
+
+                    if isinstance(exc, WorkerLost):  # said as a user error, and a new worker
+                        failure = UserError(f"{exc}: try again")
+                        self._reopen(rig)
                 with self._lock:
                     self._rig_task = None  # free before the caller hears: its next call is taken
                 self._notify()
@@ -440,17 +471,23 @@ class Scheduler:
         finally:
             self.rig.close()
 
-    def _open_rig(self, cfg: Config) -> Rig:
-        """The rig of ``cfg`` with its camera started, once, for the daemon's life (a real camera
-        may take seconds to settle); nothing left open when that fails."""
-        from openscan_pi.rig.rig import Rig
-
-        rig = Rig(cfg, cancel=threading.Event())
+    def _reopen(self, rig: RemoteRig) -> None:
+        """A new worker after one was lost (not left "restarting" until the next command)."""
         try:
-            if rig.camera is not None:
-                self._on_slow_start(60.0)
-                rig.start_camera()
-                rig.light.off()
+            rig.open()
+        except Exception as exc:  # said; the next command tries again
+            log.error("the rig worker cannot be started again: %s", exc)
+
+    def _open_rig(self, cfg: Config) -> RemoteRig:
+        """The rig of ``cfg`` in its worker, opened once now (a config that cannot open it stops
+        the start); the worker leaves when idle and the next call starts it again."""
+        from openscan_pi.rig.remote import RemoteRig
+
+        rig = RemoteRig(cfg, on_change=self._notify)
+        if cfg.camera.backend != "external":
+            self._on_slow_start(60.0)  # a real camera may take seconds to settle
+        try:
+            rig.open()
         except BaseException:
             rig.close()
             raise
@@ -468,14 +505,15 @@ class Scheduler:
         threads = [self._rig_thread, *self._transfer_threads]
         if not all(t is not None and t.is_alive() for t in threads):
             return "a worker thread has died"
-        return self.wedged()
+        self.wedged()  # a silent idle worker is killed here (a busy one by its caller)
+        return None
 
     def wedged(self) -> str | None:
-        """What the rig is stuck in past its bound (a camera call that has not returned), or None."""
-        from openscan_pi.rig.camera import camera_wedged
-
+        """What the rig worker is stuck in past its bound, or None. It never starves the
+        watchdog: the rig's thread kills such a worker and starts another (the daemon stays
+        healthy, and ``STATUS=`` says it restarts the camera)."""
         rig = self.rig
-        return camera_wedged(rig.camera) if rig is not None else None
+        return rig.check() if rig is not None else None
 
     def reload(self, cfg: Config) -> concurrent.futures.Future:
         """Take ``cfg`` when idle: reopen the rig with it on the rig's thread. Raises
@@ -490,12 +528,12 @@ class Scheduler:
                 raise UserError(f"daemon.{key} changed: that needs a restart "
                                 "(`sudo systemctl restart openscan-pi`)")
 
-        def swap(rig: Rig) -> str:
+        def swap(rig: RemoteRig) -> str:
             rig.close()
             try:
                 new = self._open_rig(cfg)
             except BaseException:
-                self.rig = self._open_rig(self.cfg)  # the old config, as it was
+                self.rig = self._open_rig(self.cfg)  # the old config's worker, as it was
                 raise
             self.rig, self.cfg, self.loaded_at = new, cfg, time.time()
             self.token_check.forget()

@@ -145,6 +145,8 @@ def status_line(status: dict[str, Any]) -> str:
     """The one line ``systemctl status`` shows for a daemon status."""
     job = status.get("job")
     rig_task = status.get("rig", {}).get("task")
+    if (status.get("rig", {}).get("worker") or {}).get("state") == "restarting":
+        return "restarting the camera"
     if rig_task:
         return f"rig: {rig_task}"
     if not job or status.get("state") == "idle":

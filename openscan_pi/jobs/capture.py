@@ -23,6 +23,7 @@ from openscan_pi.jobs.store import Capture
 
 if TYPE_CHECKING:
     from openscan_pi.jobs.runner import JobRunner
+    from openscan_pi.rig.rig import Rig
 
 log = logging.getLogger(__name__)
 
@@ -117,10 +118,17 @@ def _check_scanned(r: JobRunner, total: int, shots: int) -> None:
                         f"{job.id}` captures them")
 
 
+def _open_rig(r: JobRunner) -> Rig:
+    """The rig in this process (the foreground scan; the daemon passes its worker's): imported
+    only here, so that the daemon's process never loads gpiozero and the camera libraries."""
+    from openscan_pi.rig.rig import Rig
+
+    return Rig(r.cfg, cancel=r.stop)
+
+
 def capture(r: JobRunner) -> None:
     """The capture step: every position not yet in the manifest, on the rig."""
     from openscan_pi.rig.camera import CameraStalled, lens_positions
-    from openscan_pi.rig.rig import Rig
 
     job = r.job
     if r.cfg.camera.backend == "external":
@@ -134,7 +142,7 @@ def capture(r: JobRunner) -> None:
     _check_disk(r)
     if r.rig is not None:
         r.rig.cancel = r.stop
-    with contextlib.nullcontext(r.rig) if r.rig else Rig(r.cfg, cancel=r.stop) as rig:
+    with contextlib.nullcontext(r.rig) if r.rig else _open_rig(r) as rig:
         job.update(step="homing")
         timings = {"motion_s": float(job.data.get("motion_s") or 0.0),
                    "capture_s": float(job.data.get("capture_s") or 0.0)}

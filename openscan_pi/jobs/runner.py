@@ -27,7 +27,7 @@ from openscan_pi.jobs.store import Job
 
 if TYPE_CHECKING:
     from openscan_pi.cloud.api import TokenInfo
-    from openscan_pi.rig.rig import Rig
+    from openscan_pi.rig.remote import ScanRig
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class JobRunner:
     """
 
     def __init__(self, cfg: Config, job: Job, *, events: Events = _no_events,
-                 stop: threading.Event | None = None, rig: Rig | None = None) -> None:
+                 stop: threading.Event | None = None, rig: ScanRig | None = None) -> None:
         self.cfg = cfg
         self.job = job
         self.emit = events

@@ -19,9 +19,11 @@ numpy and Pillow are imported when the first frame is rendered, not with this mo
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import io
 import math
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,6 +47,28 @@ TEXTURE_SEED = 20240611
 STRIP_ROWS = 32
 #: Rows of the texture made at a time (its noise is float32 while it is made).
 TEXTURE_BAND = 64
+#: Fault switch for tests: the path of a file holding ``hang INDEX`` or ``abort INDEX``. At the
+#: first capture of position INDEX the camera removes the file (the fault happens once) and then
+#: blocks forever in a C call, as a wedged camera driver does, or aborts the process.
+FAULT_ENV = "OPENSCAN_SIM_CAMERA_FAULT"
+
+
+def _fault(index: int) -> None:
+    """Hang or abort here when the fault switch says so for ``index``."""
+    path = os.environ.get(FAULT_ENV)
+    if not path:
+        return
+    try:
+        what, at = Path(path).read_text().split()
+    except (OSError, ValueError):
+        return
+    if int(at) != index:
+        return
+    os.unlink(path)
+    if what == "abort":
+        os.abort()
+    while what == "hang":  # pause() in C: no timeout of this process cuts it short
+        ctypes.CDLL(None).pause()
 
 
 class SimulatedCamera:
@@ -80,6 +104,7 @@ class SimulatedCamera:
     def capture(self, path: Path, *, rotor: float, turntable: float, index: int,
                 lens_position: float | None = None) -> Shot:
         """Render the sphere at these angles and write it as a JPEG with EXIF to ``path``."""
+        _fault(index)
         captured_at = time.time()
         data = self.render_jpeg(rotor=rotor, turntable=turntable, index=index,
                                 lens_position=lens_position)

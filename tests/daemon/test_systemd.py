@@ -226,16 +226,18 @@ def test_sigterm_mid_move_stops_at_once_and_the_job_resumes(
 
 
 def _reloaded(d: DaemonProcess) -> dict[str, Any]:
-    """Send SIGHUP and return the status the daemon tells once it has dealt with it (it logs
-    the outcome, then tells its subscribers)."""
+    """Send SIGHUP and return the status once the daemon has dealt with it (it logs the outcome,
+    then tells its subscribers). The status is asked afresh: notifications sent during the
+    reload (the rig worker stopping and starting) may still be in flight when the line is
+    logged."""
     assert d.proc is not None
     seen = d.log_text().count("config reload")
     with d.client() as c:
         c.call("subscribe")
         d.proc.send_signal(signal.SIGHUP)
-        for note in c.notifications():
+        for _ in c.notifications():
             if d.log_text().count("config reload") > seen:
-                return note["params"]
+                return dict(d.call("status"))
     raise AssertionError("no status after SIGHUP")
 
 
