@@ -196,15 +196,17 @@ import sys, threading
 from openscan_pi.config import load_config
 from openscan_pi.daemon.methods import _capture
 from openscan_pi.daemon.scheduler import Scheduler
+from openscan_pi.sim.local_cloud import local_cloud
 done = threading.Event()
-s = Scheduler(load_config({str(config)!r}, env={{}}), on_status=lambda st: (
-    st["job"] and st["job"]["state"] in ("done", "failed") and done.set()))
-s.start()
-s.scan(3, None)
-assert done.wait(120)
-shot = s.rig_call("capture", lambda rig: _capture(rig, None)).result(60)
-assert shot["jpeg_base64"]
-s.stop()
+with local_cloud(load_config({str(config)!r}, env={{}})) as cfg:  # as `openscan-pi daemon` does
+    s = Scheduler(cfg, on_status=lambda st: (
+        st["job"] and st["job"]["state"] in ("done", "failed") and done.set()))
+    s.start()
+    s.scan(3, None)
+    assert done.wait(120)
+    shot = s.rig_call("capture", lambda rig: _capture(rig, None)).result(60)
+    assert shot["jpeg_base64"]
+    s.stop()
 print(",".join(m for m in ("numpy", "PIL", "picamera2", "lgpio", "gpiozero") if m in sys.modules))
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
