@@ -327,9 +327,10 @@ class Axis:
         if steps == 0:
             return
         if speed is None:
-            deadlines = step_deadlines(steps, self.cfg.max_speed, self.cfg.acceleration)
+            profile = step_deadlines(steps, self.cfg.max_speed, self.cfg.acceleration)
         else:
-            deadlines = step_deadlines(steps, speed, math.inf)
+            profile = step_deadlines(steps, speed, math.inf)
+        deadlines: list[float] = profile.tolist()  # StepBackend.run takes a Sequence: an array is not one
         stop = cancel if cancel is not None else threading.Event()
         sign = 1 if steps > 0 else -1
         with self._lock:

@@ -291,8 +291,7 @@ def make_texture(tex_w: int, band: int = TEXTURE_BAND) -> tuple[Any, int, int]:
         image = ImageChops.multiply(image, Image.merge("RGB", [ImageChops.multiply(shading, grain)] * 3))
         _draw(ImageDraw.Draw(image), shapes, font, tex_w, tex_h, top, rows, scale)
         pixels[top:top + rows] = np.asarray(image)
-    pixels = pixels.reshape(-1, 3)
-    return pixels, tex_w, tex_h
+    return pixels.reshape(-1, 3), tex_w, tex_h
 
 
 def _stretch(small: Any, tex_w: int, tex_h: int, top: int, rows: int, resample: Any) -> Any:

@@ -5,6 +5,7 @@ it has closed the pipe, or died, even by SIGKILL)."""
 from __future__ import annotations
 
 import argparse
+import io
 import signal
 import sys
 import threading
@@ -56,7 +57,10 @@ def main(argv: list[str] | None = None) -> int:
 def _wait_for_eof(stop: threading.Event) -> None:
     """Read standard input to its end (what is written there is ignored), then set ``stop``."""
     try:
-        while sys.stdin.buffer.read1(4096):
+        stdin = sys.stdin.buffer
+        # A buffered reader's read1 returns what one read of the pipe gives, not waiting for 4096.
+        read = stdin.read1 if isinstance(stdin, io.BufferedIOBase) else stdin.read
+        while read(4096):
             pass
     except (OSError, ValueError):
         pass

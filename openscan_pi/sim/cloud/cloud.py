@@ -116,6 +116,8 @@ class LocalCloud(_Endpoints):
         server = self._bind(earlier)
         server.cloud = self
         host, port = server.server_address[:2]
+        if not isinstance(host, str):  # bound, it is getsockname()'s str; the type allows bytes too
+            host = bytes(host).decode("ascii")
         self.url = f"http://{host}:{port}"
         if earlier is None or earlier == port:  # not when another server holds the earlier one
             atomic_write_bytes(self._port_path, f"{port}\n".encode())

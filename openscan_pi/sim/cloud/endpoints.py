@@ -8,11 +8,13 @@ import os
 import re
 import secrets
 import shutil
+import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from openscan_pi.fsutil import fsync_dir
-from openscan_pi.sim.cloud.common import _PART_FAULTS, ESCAPES, _Answer
+from openscan_pi.sim.cloud.common import _PART_FAULTS, ESCAPES, TokenLimits, _Answer
 
 _INT = re.compile(r"[+-]?\d+")
 _BAD_LINKS = ("bad_scheme", "bad_ipv6", "no_scheme")
@@ -21,8 +23,39 @@ _BAD_LINKS = ("bad_scheme", "bad_ipv6", "no_scheme")
 class _Endpoints:
     """The API calls, upload links and share links of :class:`~.cloud.LocalCloud`, as a mixin.
 
-    It works on the state, locks, storage and processing helpers of the class it is mixed into.
+    It works on the state, locks, storage and processing helpers of the class it is mixed into;
+    the attributes and methods it takes from there are declared below.
     """
+
+    # ----------------------------------------------------------------- from the class mixed into
+
+    processing_s: float
+    link_lifetime_s: float
+    max_part_bytes: int
+    _lock: threading.RLock
+    _clock: Callable[[], float]
+    _data: dict[str, Any]
+    _fail_next: int
+    _uploads: int
+    _receiving: dict[str, int]
+
+    if TYPE_CHECKING:  # declared for the type checker only: the class mixed into defines them
+
+        def _settle(self) -> None: ...
+        def _status(self, rec: dict[str, Any], now: float) -> str: ...
+        def _limits(self, token: str | None) -> TokenLimits | None: ...
+        def _credit(self, token: str, limits: TokenLimits) -> int: ...
+        def _by_pid(self, pid: str) -> tuple[str, dict[str, Any]] | None: ...
+        def _plock(self, pid: str) -> threading.Lock: ...
+        def _pdir(self, pid: str) -> Path: ...
+        def _part_path(self, pid: str, index: int) -> Path: ...
+        def _save(self) -> None: ...
+        def _event(self) -> None: ...
+        def _take(self, fault: str) -> bool: ...
+        def _link_url(self, lid: str, bad: str | None = None) -> str: ...
+        def _dlink(self, name: str, rec: dict[str, Any]) -> str: ...
+        def _spawn(self, target: Callable[..., None], *args: Any) -> None: ...
+        def _ensure_result(self, pid: str) -> None: ...
 
     # ----------------------------------------------------------------- API
 
