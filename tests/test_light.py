@@ -114,8 +114,8 @@ def test_touch_rearms_the_timer(factory: MockFactory) -> None:
     touch_until = last_touch + 0.5  # twice the idle time
     while time.monotonic() < touch_until:
         assert not went_off.wait(0.03), "switched off although touched every 30 ms"
+        last_touch = time.monotonic()  # before the touch: its timer starts after this
         light.touch()
-        last_touch = time.monotonic()
     assert went_off.wait(5)
     assert time.monotonic() - last_touch >= 0.25
     watcher.join()
