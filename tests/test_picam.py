@@ -472,7 +472,7 @@ def test_a_camera_that_stalls_while_it_settles_does_not_start(forever: None) -> 
 
 def test_the_watch_tells_a_camera_call_that_has_not_returned(tmp_path: Path, forever: None) -> None:
     """picamera2 before 0.3.20 ignores wait=SECONDS: a stalled call returns only when the stall
-    ends. Meanwhile the watch says the camera is wedged (the daemon's watchdog reads it)."""
+    ends. Meanwhile the watch says the camera is wedged."""
     module = FakePicamera2Module(stall_after=1, stall_reopens=None, legacy=True)
     camera, _, _ = open_camera(camera_cfg(timeout_s=0.2), module)
     capture(camera, tmp_path, 0)

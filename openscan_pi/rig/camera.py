@@ -13,8 +13,9 @@ closed once. Each capture writes one JPEG atomically (:func:`write_photo`) and r
 :class:`Shot` that carries the file's size and CRC-32, computed from the bytes in memory, so the
 packaging step never has to read the photo again. A camera that gives no frame in time, even
 after being opened again, raises :class:`CameraStalled`; a backend that can wedge in a library
-call keeps a :class:`CallWatch` as ``watch``, which the daemon's watchdog reads
-(:func:`camera_wedged`).
+call keeps a :class:`CallWatch` as ``watch`` (what call is in progress, and whether it is past
+its bound). A call that never returns is ended from outside: the daemon's side of the rig worker
+(:mod:`openscan_pi.rig.remote`) kills a worker whose capture overruns its bound.
 
 Example::
 
@@ -63,8 +64,8 @@ class CameraStalled(CameraError):
 
 
 class CallWatch:
-    """The call into a camera library in progress and how long it may take, read from any thread
-    (the daemon's watchdog) while the rig's thread is in the call. A call past its bound means
+    """The call into a camera library in progress and how long it may take, readable from any
+    thread while the rig's thread is in the call. A call past its bound means
     the camera is wedged: a camera library that does not honour its timeout, a close that never
     returns.
 
@@ -101,13 +102,6 @@ class CallWatch:
         if running <= seconds:
             return None
         return f"the camera's {what} has not returned for {running:.0f} s (bound {seconds:.0f} s)"
-
-
-def camera_wedged(camera: object) -> str | None:
-    """Why ``camera`` (any backend) is wedged in a call past its bound, or None (a backend
-    without a :class:`CallWatch` never is)."""
-    watch = getattr(camera, "watch", None)
-    return watch.overdue() if isinstance(watch, CallWatch) else None
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,9 @@ How the camera is driven, and why:
   it a stalled camera blocks for ever. On a timeout picamera2's queue is flushed, the camera
   closed (``close()`` alone: it stops the camera itself) and opened again with the exposure
   locked before, and the position tried again, ``camera.retries`` times; then
-  :class:`~openscan_pi.rig.camera.CameraStalled`. Each call runs under :attr:`watch`: one that
-  does not return within its bound (picamera2 before 0.3.20 ignores ``wait=``) makes the daemon
-  stop feeding the systemd watchdog.
+  :class:`~openscan_pi.rig.camera.CameraStalled`. Each call runs under :attr:`watch`; one that
+  does not return (picamera2 before 0.3.20 ignores ``wait=``) is ended by the daemon, which kills
+  the rig worker once the capture overruns its bound and starts another.
   What ``configure`` grants is what is used: another 4:2:0 layout (NV12 on cameras without a
   planar format), or another size (the nearest the camera has).
 - Exposure, analogue gain and colour gains are fixed for the whole scan so every photo matches:
@@ -58,11 +58,11 @@ LENS_BLIND_FRAMES = 3
 #: A call waits at least this many frames' exposure for its frame (long exposures).
 EXPOSURE_FRAMES = 4
 #: A picamera2 call past twice its wait plus this (opening, configuring, closing: no wait of
-#: their own) means the camera is wedged: the daemon's watchdog stops being fed.
+#: their own) means the camera is wedged (:attr:`Picamera2Camera.watch` says so).
 WEDGED_MARGIN_S = 5.0
 NO_FRAME = "check the camera's ribbon cable and the power supply"
-OLD_PICAMERA2 = ("picamera2 before 0.3.20 cannot time out a stalled camera (then only the systemd "
-                 "watchdog ends the wait, by restarting the daemon): `sudo apt install "
+OLD_PICAMERA2 = ("picamera2 before 0.3.20 cannot time out a stalled camera (then only the daemon "
+                 "ends the wait, by restarting the rig worker): `sudo apt install "
                  "--only-upgrade python3-picamera2`")
 #: The controls of a camera whose exposure can be set (a virtual camera has none of them).
 EXPOSURE_CONTROLS = ("AeEnable", "ExposureTime", "AnalogueGain")
@@ -109,7 +109,7 @@ class Picamera2Camera:
         self._locked: dict[str, Any] | None = None
         self._locked_info: dict[str, Any] = {}
         self._told_old = False
-        #: The picamera2 call in progress and its bound (read by the daemon's watchdog).
+        #: The picamera2 call in progress and its bound.
         self.watch = CallWatch()
 
     # -- life -------------------------------------------------------------------------------
