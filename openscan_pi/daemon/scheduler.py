@@ -26,6 +26,7 @@ from openscan_pi import __version__
 from openscan_pi.config import Config
 from openscan_pi.daemon.eta import Eta
 from openscan_pi.daemon.events import EventBus, log_job_events
+from openscan_pi.daemon.memory import give_back
 from openscan_pi.daemon.preflight import TokenCheck
 from openscan_pi.errors import InputError, UserError
 from openscan_pi.fsutil import try_lock
@@ -363,6 +364,7 @@ class Scheduler:
             run = self._runs.pop(job.id)
             actions.end_cancelled(job)  # a cancel recorded while the worker had it
         run.released.set_result(None)
+        give_back()  # what the job's steps allocated and freed, back to the kernel
         if run.again and not self.stopping.is_set():
             self._schedule(job)
 

@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from openscan_pi.config import Config
 from openscan_pi.daemon import protocol
+from openscan_pi.daemon.memory import limit_arenas
 from openscan_pi.daemon.methods import make_methods
 from openscan_pi.daemon.scheduler import Scheduler
 from openscan_pi.daemon.server import RpcServer, bind_socket, systemd_socket
@@ -170,4 +171,5 @@ class Service:
 
 def run(cfg: Config, load: Callable[[], Config] | None = None) -> int:
     """The ``daemon`` command."""
+    limit_arenas()  # before the first thread starts
     return asyncio.run(Service(cfg, load).run())
