@@ -9,14 +9,14 @@ from openscan_pi.jobs.lifecycle import (
     STEPS,
     Resource,
     after,
+    first_step,
     needs,
     next_step,
     resume_state,
-    states_needing,
     step_named,
 )
 from openscan_pi.jobs.runner import RUNS
-from openscan_pi.jobs.state import ACTIVE, TRANSITIONS, JobState
+from openscan_pi.jobs.state import TRANSITIONS, JobState
 
 
 def test_the_steps_in_order_with_their_state_and_resource() -> None:
@@ -64,11 +64,31 @@ def test_a_failed_job_goes_back_to_the_step_it_failed_in(resume: str | None, ste
     assert needs(record) is None  # until retried
 
 
-def test_the_queues_each_resource_feeds() -> None:
-    assert states_needing(Resource.RIG) == {JobState.QUEUED, JobState.SCANNING}
-    assert states_needing(Resource.NETWORK) == {JobState.UPLOADING, JobState.PROCESSING,
-                                                JobState.DOWNLOADING}
-    assert states_needing(Resource.RIG) | states_needing(Resource.NETWORK) == ACTIVE
+@pytest.mark.parametrize(("state", "step", "resource"), [
+    ("queued", "upload", "network"), ("uploading", "upload", "network"),
+    ("processing", "poll", "network"), ("scanning", None, None), ("done", None, None)])
+def test_an_upload_job_begins_at_the_upload_step(state: str, step: str | None,
+                                                 resource: str | None) -> None:
+    record = {"state": state, "source": "/home/pi/set"}
+    assert first_step(record).name == "upload" and first_step({}).name == "capture"
+    found = next_step(record)
+    assert (found.name if found else None) == step
+    assert needs(record) == (Resource(resource) if resource else None)
+
+
+@pytest.mark.parametrize(("resume", "step"), [
+    (None, "upload"), ("scanning", "upload"), ("queued", "upload"), ("uploading", "upload"),
+    ("processing", "poll"), ("downloading", "download")])
+def test_a_failed_upload_job_never_goes_back_to_capturing(resume: str | None, step: str) -> None:
+    record = {"state": "failed", "resume_state": resume, "source": "/home/pi/set.zip"}
+    found = next_step(record)
+    assert found is not None and found.name == step
+    assert resume_state(record) == found.state
+
+
+def test_a_queued_job_may_go_to_its_first_step_whichever_it_is() -> None:
+    for record in ({}, {"source": "/home/pi/set"}):
+        assert first_step(record).state in TRANSITIONS[JobState.QUEUED]
 
 
 def test_what_each_step_reads_is_checked_before_a_job_is_taken_on() -> None:

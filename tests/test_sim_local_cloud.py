@@ -15,11 +15,11 @@ import pytest
 import requests
 
 from openscan_pi.cloud.transfer import Transfer, connect
-from openscan_pi.cloud.upload import prepare_upload
 from openscan_pi.config import load_config
 from openscan_pi.errors import UserError
 from openscan_pi.sim.local_cloud import BundledCloud, LocalCloudProcess, local_cloud
 from tests.conftest import write_config
+from tests.standalone_upload import prepare_upload
 
 
 def gone(pid: int, deadline_s: float = 30.0) -> bool:

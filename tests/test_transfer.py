@@ -24,12 +24,12 @@ from openscan_pi.cloud.errors import (
 )
 from openscan_pi.cloud.journal import Journal
 from openscan_pi.cloud.transfer import Transfer
-from openscan_pi.cloud.upload import prepare_upload
 from openscan_pi.config import Config, load_config
 from openscan_pi.errors import InputError
 from openscan_pi.sim.cloud import LocalCloud, TokenLimits
 
 from .conftest import TOKEN, make_set, write_config
+from .standalone_upload import prepare_upload
 
 
 class Recorder:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import zipfile
 from pathlib import Path
+
+import pytest
 
 from openscan_pi.sim.cloud import LocalCloud
 
@@ -23,11 +26,11 @@ def mid_part(state: dict, data_dir: Path) -> bool:
     """True while a part the client has not had confirmed is half-way to the server, after two
     confirmed ones (a part the server has finished but whose answer the client has not read yet
     does not count)."""
-    journals = list((data_dir / "transfers").glob("*.json"))
-    if len(journals) != 1 or len(state["projects"]) != 1:
+    records = list((data_dir / "jobs").glob("*/job.json"))
+    if len(records) != 1 or len(state["projects"]) != 1:
         return False
     try:
-        done = json.loads(journals[0].read_text())["done"]
+        done = (json.loads(records[0].read_text()).get("transfer") or {}).get("done") or {}
     except ValueError:  # never half-written (atomic rename), but be safe
         return False
     project = next(iter(state["projects"].values()))
@@ -47,11 +50,17 @@ def test_upload_wait_json(config_path: Path, cloud: LocalCloud, image_set: Path,
     name, state = only_project(cloud)
     assert result["project"] == name
     assert name.startswith("set-") and name.endswith(".zip")
-    assert result["phase"] == "downloaded" and result["model_dir"] == str(out)
-    assert result["photos"] == 12 and result["parts"] == state["parts"]
+    assert result["state"] == "done" and result["model_dir"] == str(out)
+    assert result["positions"] == 12 and result["source"] == str(image_set)
+    assert state["parts"] >= 1
     assert (out / "model.obj").is_file()
     assert_archive(cloud, name, image_set)
     assert proc.stderr == ""  # --json: no progress either
+    # the upload was a job: `jobs` lists it, done, its model in its folder as well
+    listed = run_cli("--config", str(config_path), "jobs", "--json")
+    (job,) = json.loads(listed.stdout)
+    assert (job["id"], job["state"], job["project"]) == (result["id"], "done", name)
+    assert (Path(job["model_dir"]) / "model.obj").read_bytes() == (out / "model.obj").read_bytes()
 
 
 def test_plain_progress_lines_when_not_a_terminal(config_path: Path, cloud: LocalCloud,
@@ -208,3 +217,78 @@ def test_simulate_uses_the_local_cloud_in_process(tmp_path: Path, image_set: Pat
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("model of set-")
     assert (tmp_path / "m" / "model.obj").is_file()
+
+
+def test_a_set_changed_mid_upload_fails_the_job_and_retry_goes_on_once_it_is_back(
+        config_path: Path, cloud: LocalCloud, image_set: Path, tmp_path: Path) -> None:
+    cloud.inject("part_slow", bps=50_000)
+    proc = start_cli("--config", str(config_path), "upload", str(image_set))
+    try:
+        cloud.wait_for(lambda s: mid_part(s, tmp_path / "data"), timeout=60)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    cloud.inject("abort_uploads")
+    cloud.wait_for(lambda s: s["uploads_in_progress"] == 0, timeout=30)
+    cloud.inject("part_slow", bps=0)
+    photo = sorted(image_set.iterdir())[3]
+    original, stat = photo.read_bytes(), photo.stat()
+    photo.write_bytes(original + b"edited")
+    again = run_cli("--config", str(config_path), "upload", str(image_set))
+    assert again.returncode == 1
+    last = again.stderr.splitlines()[-1]
+    assert f"{image_set} changed since project" in last and "Traceback" not in again.stderr
+    (job,) = json.loads(run_cli("--config", str(config_path), "jobs", "--json").stdout)
+    assert job["state"] == "failed"
+    photo.write_bytes(original)  # put back as it was
+    os.utime(photo, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    retry = run_cli("--config", str(config_path), "retry", job["id"])
+    assert retry.returncode == 0, retry.stderr
+    name, state = only_project(cloud)
+    assert (state["created_count"], state["reset_count"]) == (1, 0)
+    assert_archive(cloud, name, image_set)
+
+
+def test_an_unfinished_upload_of_the_previous_release_goes_on_as_a_job(
+        config_path: Path, cloud: LocalCloud, image_set: Path, tmp_path: Path) -> None:
+    # Release 1 kept a standalone upload's journal in <data_dir>/transfers/: two parts sent.
+    from openscan_pi.cloud.api import CloudAPI
+    from openscan_pi.cloud.transfer import Transfer
+    from openscan_pi.config import load_config
+
+    from .standalone_upload import prepare_upload
+    from .test_transfer import Recorder
+
+    class PowerCut(Exception):
+        pass
+
+    cfg = load_config(config_path)
+    journal, source = prepare_upload(cfg, image_set, "old.zip")
+    events = Recorder()
+
+    def cut(fields: dict) -> None:
+        if len(journal.parts_done()) >= 2:
+            raise PowerCut
+
+    events.hooks["upload"] = cut
+    with pytest.raises(PowerCut):
+        Transfer(CloudAPI(cfg.cloud), cfg, journal, source, events=events).run(
+            wait=False, model_dir=None)
+    old = tmp_path / "data" / "transfers" / "old.zip.json"
+    assert old.is_file()
+    received = len(only_project(cloud)[1]["parts_received"])
+    sent = cloud.state()["requests"]["upload"]
+
+    proc = run_cli("--config", str(config_path), "upload", str(image_set), "--wait", "--out",
+                   str(tmp_path / "m"))
+    assert proc.returncode == 0, proc.stderr
+    assert f"continuing {image_set} as project old.zip" in proc.stderr
+    name, state = only_project(cloud)
+    assert name == "old.zip" and (state["created_count"], state["reset_count"]) == (1, 0)
+    assert cloud.state()["requests"]["upload"] - sent == state["parts"] - received
+    assert_archive(cloud, name, image_set)
+    assert not old.exists()  # the job's record holds it now
+    (job,) = json.loads(run_cli("--config", str(config_path), "jobs", "--json").stdout)
+    assert (job["state"], job["project"]) == ("done", "old.zip")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -10,13 +12,14 @@ from typing import Any
 
 from openscan_pi.commands.common import emit_json
 from openscan_pi.config import Config
-from openscan_pi.errors import InputError
+from openscan_pi.errors import InputError, UserError
 from openscan_pi.names import check_project
 from openscan_pi.paths import prepare_data_dir
 from openscan_pi.sim.local_cloud import local_cloud
 
 
 def _model_dir(out: str | None, project: str) -> Path:
+    """Where the model goes: ``out``, or ``./<project name>``; refused when it is not empty."""
     path = Path(out) if out else Path.cwd() / project.removesuffix(".zip")
     path = path.expanduser().resolve()
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
@@ -24,8 +27,29 @@ def _model_dir(out: str | None, project: str) -> Path:
     return path
 
 
+def _copy_model(model: Path, out: Path) -> None:
+    """The finished model folder ``model`` copied to ``out`` (never half there: made beside it
+    and renamed into place)."""
+    if out == model.resolve():
+        return
+    out = _model_dir(str(out), "")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    try:
+        shutil.copytree(model, partial)
+        if out.exists():
+            out.rmdir()  # empty (checked above)
+        partial.rename(out)
+    except OSError as exc:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise UserError(f"cannot copy the model to {out}: {exc.strerror or exc} (it stays in "
+                        f"{model})") from None
+
+
 def _run_transfer(cfg: Config, journal: Any, source: Any, *, wait: bool, out: Path | None,
                   json_output: bool) -> int:
+    """A project that is no job of this machine (``download`` of another's): its journal's
+    transfer run here."""
     from openscan_pi.cloud.transfer import Transfer, connect
     from openscan_pi.progress import ProgressPrinter
 
@@ -38,36 +62,73 @@ def _run_transfer(cfg: Config, journal: Any, source: Any, *, wait: bool, out: Pa
         printer.close()
     if json_output:
         emit_json(outcome.as_dict())
-    elif outcome.model_dir:
-        print(f"model of {outcome.project}: {outcome.model_dir}")
     else:
-        print(f"project {outcome.project} uploaded and started ({outcome.status}); fetch the model "
-              f"later with: openscan-pi download {outcome.project}")
+        print(f"model of {outcome.project}: {outcome.model_dir}")
+    return 0
+
+
+def _begun(job: dict[str, Any], continued: bool, json_output: bool) -> None:
+    if not json_output:
+        verb = "continuing" if continued else "uploading"
+        print(f"{verb} {job['source']} as project {job['project']}: {job['positions']} photos, "
+              f"job {job['id']}", file=sys.stderr)
+
+
+def _finished(job: dict[str, Any], out: Path | None, json_output: bool) -> int:
+    """Report a job that ran as far as asked: the model copied to ``out`` when it is done."""
+    if job["state"] == "done" and out is not None:
+        _copy_model(Path(job["model_dir"]), out)
+        job = {**job, "model_dir": str(out)}
+    if json_output:
+        emit_json(job)
+    elif job["state"] == "done":
+        print(f"model of {job['project']}: {job['model_dir']}")
+    else:
+        print(f"project {job['project']} uploaded and started ({job['cloud_status']}); fetch the "
+              f"model later with: openscan-pi download {job['project']}")
     return 0
 
 
 def upload(args: argparse.Namespace, cfg: Config) -> int:
-    """``upload PATH``: a folder or zip to the cloud, resumably."""
-    from openscan_pi.cloud.upload import prepare_upload
-    from openscan_pi.progress import ProgressPrinter
+    """``upload PATH``: a folder or zip to the cloud as a job that begins at the upload step, in
+    the daemon when it listens, else in this process; the same command again goes on with it."""
+    from openscan_pi.commands.daemon import daemon_for, unless_done, watch
+    from openscan_pi.commands.jobs import run_job
+    from openscan_pi.jobs import actions
+    from openscan_pi.jobs.store import JobStore
 
-    if args.project:
-        check_project(args.project)
-    prepare_data_dir(cfg.data_dir)
-    printer = ProgressPrinter.for_stream(args.json)
-    try:
-        journal, source = prepare_upload(
-            cfg, Path(args.path), args.project,
-            progress=lambda done, total: printer("crc", done=done, total=total))
-    finally:
-        printer.close()
-    name = journal.project
-    out = _model_dir(args.out or journal.data.get("model_dir"), name) if args.wait else None
-    if not args.json:
-        verb = "continuing" if journal.data.get("create_sent") else "uploading"
-        print(f"{verb} {journal.data['source']} as project {name}: {journal.data['photos']} photos, "
-              f"{journal.data['size'] / 1e6:,.1f} MB", file=sys.stderr)
-    return _run_transfer(cfg, journal, source, wait=args.wait, out=out, json_output=args.json)
+    project = check_project(args.project) if args.project else None
+    path = Path(args.path).expanduser().resolve()
+    if args.wait and args.out:
+        _model_dir(args.out, "")  # refused before anything is sent
+    client = daemon_for(args, cfg)
+    if client is not None:
+        with client:
+            params: dict[str, Any] = {"path": str(path)}
+            if project:
+                params["project"] = project
+            job = client.call("upload", params)
+            _begun(job, bool(job.pop("continued", False)), args.json)
+            if not args.wait:
+                if args.json:
+                    emit_json(job)
+                else:
+                    print(f"job {job['id']} queued in the daemon: `openscan-pi status --watch` "
+                          "follows it")
+                return 0
+            job = watch(client, job["id"], args.json)
+        if job["state"] != "done":
+            if args.json:
+                emit_json(job)
+            unless_done(job)
+        return _finished(job, _model_dir(args.out, job["project"]), args.json)
+    store = JobStore(prepare_data_dir(cfg.data_dir))
+    mine, continued = actions.create_upload(cfg, store, path, project)
+    _begun(mine.public(), continued, args.json)
+    out = _model_dir(args.out, mine.record.project) if args.wait else None
+    with local_cloud(cfg) as cfg:
+        run_job(cfg, mine, args.json, before=None if args.wait else "poll")
+    return _finished(mine.public(), out, args.json)
 
 
 def token(args: argparse.Namespace, cfg: Config) -> int:
@@ -86,12 +147,53 @@ def token(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
+def _job_of(cfg: Config, project: str) -> Any:
+    """The job of ``project`` (a scan's or an upload's), or None."""
+    from openscan_pi.jobs.store import JobStore
+
+    store = JobStore(prepare_data_dir(cfg.data_dir))
+    return next((j for j in store.all() if j.record.project == project), None)
+
+
+def _finish_job(args: argparse.Namespace, cfg: Config, job: Any) -> int:
+    """``download`` of a job's project: the job taken to its end (in the daemon when it listens,
+    else here; a failed one is retried), then its model copied to ``--out``."""
+    from openscan_pi.commands.daemon import daemon_for, unless_done, watch
+    from openscan_pi.commands.jobs import run_job
+    from openscan_pi.jobs import actions
+    from openscan_pi.jobs.state import JobState
+
+    if job.state == JobState.CANCELLED:
+        raise InputError(f"project {job.record.project} is job {job.id}, which was cancelled")
+    out = _model_dir(args.out, job.record.project)
+    if job.state != JobState.DONE:
+        client = daemon_for(args, cfg)
+        if client is not None:
+            with client:
+                if job.state == JobState.FAILED:
+                    client.call("retry", {"job": job.id})
+                public = watch(client, job.id, args.json)
+            if public["state"] != "done":
+                if args.json:
+                    emit_json(public)
+                unless_done(public)
+            return _finished(public, out, args.json)
+        with job.hold():
+            actions.retry(job, interrupted=True)
+        with local_cloud(cfg) as cfg:
+            run_job(cfg, job, args.json)
+    return _finished(job.public(), out, args.json)
+
+
 def download(args: argparse.Namespace, cfg: Config) -> int:
     """``download PROJECT``: poll a started project and fetch its model."""
     from openscan_pi.cloud.journal import Journal
     from openscan_pi.cloud.transfer import connect
 
     name = check_project(args.project)
+    job = _job_of(cfg, name)
+    if job is not None:
+        return _finish_job(args, cfg, job)
     journal = Journal.find(prepare_data_dir(cfg.data_dir), name)
     if journal and not journal.reached("started") and journal.phase != "failed":
         raise InputError(f"project {name} is not uploaded completely: run the same upload "

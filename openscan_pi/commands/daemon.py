@@ -222,8 +222,8 @@ def _milestone(job: dict[str, Any]) -> tuple[Any, ...]:
     return state, job.get("step"), job.get("cloud_status")
 
 
-def follow(client: DaemonClient, cfg: Config, job_id: str, json_output: bool) -> int:
-    """Follow job ``job_id`` to its end (``--wait``); exit 0 only when it ends ``done``."""
+def watch(client: DaemonClient, job_id: str, json_output: bool) -> dict[str, Any]:
+    """Follow job ``job_id`` to its end with progress on stderr; returns the finished job."""
     watcher = DaemonClient.connect(client.path)
     watcher.call("subscribe")
     tty = sys.stderr.isatty()
@@ -255,17 +255,28 @@ def follow(client: DaemonClient, cfg: Config, job_id: str, json_output: bool) ->
         watcher.close()
         if tty and shown and not json_output:
             sys.stderr.write("\n")
+    return job
+
+
+def unless_done(job: dict[str, Any]) -> None:
+    """:class:`UserError` saying how job ``job`` ended, unless it ended ``done``."""
+    if job["state"] == "failed":
+        raise UserError(f"job {job['id']} failed: {job['error']} (it keeps its images: "
+                        f"`openscan-pi retry {job['id']}` continues it)")
+    if job["state"] != "done":
+        raise UserError(f"job {job['id']} was {job['state']}")
+
+
+def follow(client: DaemonClient, cfg: Config, job_id: str, json_output: bool) -> int:
+    """Follow job ``job_id`` to its end (``--wait``); exit 0 only when it ends ``done``."""
+    job = watch(client, job_id, json_output)
     if json_output:
         emit_json(job)
-    if job["state"] == "done":
-        if not json_output:
-            took = time.time() - float(job["created"])
-            print(f"model of {job['project']}: {job['model_dir']} ({took:.0f} s)")
-        return 0
-    if job["state"] == "failed":
-        raise UserError(f"job {job_id} failed: {job['error']} (it keeps its images: "
-                        f"`openscan-pi retry {job_id}` continues it)")
-    raise UserError(f"job {job_id} was cancelled")
+    unless_done(job)
+    if not json_output:
+        took = time.time() - float(job["created"])
+        print(f"model of {job['project']}: {job['model_dir']} ({took:.0f} s)")
+    return 0
 
 
 # -- cancel -------------------------------------------------------------------------------------

@@ -17,17 +17,17 @@ from openscan_pi.paths import prepare_data_dir
 from openscan_pi.sim.local_cloud import local_cloud
 
 
-def _run(cfg: Config, job: Job, json_output: bool) -> int:
+def run_job(cfg: Config, job: Job, json_output: bool, *, before: str | None = None) -> None:
+    """Run ``job`` in this process, to its end or up to the step named ``before``, with progress
+    on stderr; a failure is one line saying what ``retry`` does (with ``--json``, the failed job
+    is printed first)."""
     from openscan_pi.jobs.runner import JobRunner
     from openscan_pi.progress import ProgressPrinter
 
     printer = ProgressPrinter.for_stream(json_output)
-    if not json_output:
-        print(f"job {job.id}: {job.data['positions']} positions, project {job.data['project']}",
-              file=sys.stderr)
     try:
         with job.hold():
-            JobRunner(cfg, job, events=printer).run()
+            JobRunner(cfg, job, events=printer).run(before=before)
     except JobBusy:
         printer.close()
         raise
@@ -44,6 +44,13 @@ def _run(cfg: Config, job: Job, json_output: bool) -> int:
         raise UserError(f"interrupted: `openscan-pi retry {job.id}` continues job {job.id} where "
                         "it stopped") from None
     printer.close()
+
+
+def _run(cfg: Config, job: Job, json_output: bool) -> int:
+    if not json_output:
+        print(f"job {job.id}: {job.data['positions']} positions, project {job.data['project']}",
+              file=sys.stderr)
+    run_job(cfg, job, json_output)
     if json_output:
         emit_json(job.public())
     else:

@@ -78,13 +78,14 @@ class Params:
             raise RpcError(INVALID_PARAMS, f"invalid params: {name}: {why}")
         return str(value)
 
-    def text(self, name: str, *, required: bool = False, choices: tuple[str, ...] = ()
-             ) -> str | None:
-        """A non-empty string (one of ``choices`` when given)."""
+    def text(self, name: str, *, required: bool = False, choices: tuple[str, ...] = (),
+             longest: int = 200) -> str | None:
+        """A non-empty string of at most ``longest`` characters (one of ``choices`` when
+        given)."""
         value = self.params.get(name)
         if value is None and not required:
             return None
-        if not isinstance(value, str) or not value or len(value) > 200 or (
+        if not isinstance(value, str) or not value or len(value) > longest or (
                 choices and value not in choices):
             raise self._bad(name, f"one of {', '.join(choices)}" if choices else "a string")
         return value
@@ -141,6 +142,15 @@ def make_methods(scheduler: Scheduler) -> dict[str, Handler]:
         # meanwhile and bounded: the workers below are never held by a cloud that hangs.
         await scheduler.token_check.settle()
         return await asyncio.to_thread(scheduler.scan, int(positions or 0), project)
+
+    async def upload(params: dict[str, Any], conn: Connection) -> Any:
+        p = Params(params, ("path", "project"))
+        path = p.text("path", required=True, longest=4096)
+        if not str(path).startswith("/") or "\0" in str(path):
+            raise RpcError(INVALID_PARAMS, "invalid params: path: an absolute path")
+        log.info("upload of %s asked by %s", quote(path), conn.peer)
+        project = p.name("project", project_problem)
+        return await asyncio.to_thread(scheduler.upload, str(path), project)
 
     async def cancel(params: dict[str, Any], conn: Connection) -> Any:
         p = Params(params, ("job",))
@@ -223,6 +233,6 @@ def make_methods(scheduler: Scheduler) -> dict[str, Handler]:
         return await on_rig("turn", conn, turn)
 
     return {"status": status, "jobs": jobs, "jobs.broken": jobs_broken, "job": job,
-            "subscribe": subscribe, "scan": scan,
+            "subscribe": subscribe, "scan": scan, "upload": upload,
             "cancel": cancel, "retry": retry, "rig.move": rig_move, "rig.home": rig_home,
             "rig.light": rig_light, "rig.capture": rig_capture, "rig.turn": rig_turn}

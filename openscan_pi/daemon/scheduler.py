@@ -33,7 +33,7 @@ from openscan_pi.fsutil import try_lock
 from openscan_pi.jobs import actions
 from openscan_pi.jobs.check import BrokenJob
 from openscan_pi.jobs.events import JobChanged, JobProgress, StatusChanged, from_runner
-from openscan_pi.jobs.lifecycle import Resource, needs, states_needing
+from openscan_pi.jobs.lifecycle import Resource, needs
 from openscan_pi.jobs.state import ACTIVE, JobState
 from openscan_pi.jobs.store import Job, JobBusy, JobStore
 from openscan_pi.names import check_project
@@ -46,9 +46,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 S = JobState
-#: The states in which a job waits for (or has) the rig, and the network.
-NEEDS_RIG = states_needing(Resource.RIG)
-TRANSFER_STATES = states_needing(Resource.NETWORK)
 #: Upload progress is told to subscribers at most this often (durable steps always are).
 PROGRESS_INTERVAL_S = 0.2
 
@@ -263,6 +260,25 @@ class Scheduler:
         self._schedule(job)
         return self._public(job)
 
+    def upload(self, path: str, project: str | None) -> dict[str, Any]:
+        """Queue the upload of the folder or zip ``path`` as a job (or go on with the unfinished
+        one of the same set: see :func:`~openscan_pi.jobs.actions.create_upload`); returns the
+        job, with ``continued`` true when it was begun before."""
+        from pathlib import Path
+
+        if self.stopping.is_set():
+            raise UserError("the daemon is stopping")
+        with self._create_lock:
+            known = {j.id: j for j in self.jobs.values()}
+            job, continued = actions.create_upload(self.cfg, self.store, Path(path), project,
+                                                   jobs=known.values())
+            if job.id not in known:
+                self._adopt(job)
+        log.info("job %s: %s %s as project %s", job.id, "continuing" if continued else "uploading",
+                 job.record.source, job.record.project)
+        self._schedule(job)
+        return {**self._public(job), "continued": continued}
+
     def cancel(self, job_id: str | None) -> tuple[str, concurrent.futures.Future[None] | None]:
         """Cancel a job (the running one by default). Returns its id and a future done when it
         has stopped, when it was running (None when it was cancelled at once). A running job's
@@ -300,7 +316,7 @@ class Scheduler:
     def rig_call(self, name: str, call: RigCall) -> concurrent.futures.Future:
         """Run ``call(rig)`` on the rig's thread, unless a scan has the rig."""
         with self._lock:
-            waiting = [j.id for j in self._active.values() if j.state in NEEDS_RIG]
+            waiting = [j.id for j in self._active.values() if needs(j.data) == Resource.RIG]
             if self._rig_job or waiting:
                 raise UserError(f"the rig is busy scanning job {self._rig_job or waiting[0]}: wait "
                                 "for it, or `openscan-pi cancel`")

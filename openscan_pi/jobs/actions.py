@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from openscan_pi.config import Config
@@ -45,6 +46,60 @@ def create(cfg: Config, store: JobStore, *, positions: int, project: str | None,
     if name:
         create_problem(cfg, store, name, jobs)
     return store.create(positions=positions, project=name, stack=cfg.camera.focus.stack)
+
+
+def create_upload(cfg: Config, store: JobStore, path: Path, project: str | None, *,
+                  jobs: Iterable[Job] | None = None) -> tuple[Job, bool]:
+    """The job that uploads the folder or zip ``path`` (read where it is), and whether it is one
+    that was begun before and goes on (True), so that running the same upload again never makes
+    a second project: without ``project``, the newest unfinished job of the same set; with it,
+    that project's job when it uploads the same set (another set, or a finished job, is refused
+    with :class:`InputError`). An unfinished upload of release 1 (a transfer journal of its own)
+    becomes a job that takes its journal over. A failed job goes back to the step it failed in.
+    The set is checked (it exists, holds images) before anything is written."""
+    from openscan_pi.cloud.archive import open_source
+    from openscan_pi.cloud.journal import Journal
+    from openscan_pi.names import check_project
+
+    path = path.expanduser().resolve()
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+    name = check_project(project) if project else None
+    known = list(store.all() if jobs is None else jobs)
+    mine = [j for j in known if j.record.source == str(path)]
+    if name:
+        owner = next((j for j in known if j.record.project == name), None)
+        if owner is not None and owner.record.source != str(path):
+            raise InputError(f"project {name} was begun with {owner.record.source or 'a scan'}: "
+                             "choose another --project")
+        if owner is not None and owner.state in (S.DONE, S.CANCELLED):
+            raise InputError(f"project {name} is {owner.state.value}: choose another --project "
+                             "to upload it again")
+        found = owner
+    else:
+        open_jobs = [j for j in mine if j.state not in (S.DONE, S.CANCELLED)]
+        found = max(open_jobs, key=lambda j: float(j.data["created"]), default=None)
+    if found is not None:
+        if found.state == S.FAILED:
+            retry(found)
+        return found, True
+    legacy = (Journal.find(cfg.data_dir, name) if name
+              else Journal.find_open_for_source(cfg.data_dir, path))
+    if legacy is not None and (legacy.data.get("source") != str(path) or legacy.closed
+                               or legacy.data.get("job")):
+        raise InputError(f"project {legacy.project} exists already: choose another --project")
+    source = open_source(path, lazy=True)  # InputError for a set with no images, or no zip
+    source.close()
+    if legacy is not None:
+        job = store.create(positions=max(1, int(legacy.data.get("photos") or source.photos)),
+                           project=legacy.project, stack=1, source=path,
+                           transfer=dict(legacy.data))
+        job.transition(S.UPLOADING, step="uploading")
+        legacy.path.unlink(missing_ok=True)  # the job's record holds it now
+        return job, True
+    if name:
+        create_problem(cfg, store, name, known)
+    return store.create(positions=source.photos, project=name, stack=1, source=path), False
 
 
 def create_problem(cfg: Config, store: JobStore, project: str,

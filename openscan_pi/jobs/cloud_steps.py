@@ -68,10 +68,15 @@ class CloudSession:
                             "another --project")
         journal: Journal | None = JobJournal.of(job)
         uploading = job.state == JobState.UPLOADING and not (journal and journal.reached("uploaded"))
-        source = _upload_source(r) if uploading else None
+        source = _upload_source(r, journal) if uploading else None
         if journal is None:
             journal = _new_journal(r, source)
         elif source is not None and journal.data.get("digest") != source.digest:
+            if job.record.source:
+                raise UserError(f"{job.record.source} changed since project {project} began "
+                                "uploading: put it back as it was and `openscan-pi retry "
+                                f"{job.id}`, or upload it as a new project (`openscan-pi upload "
+                                f"{job.record.source} --project NEW`)")
             _set_changed(r, journal, source)
         self.journal = journal
         self._exit = contextlib.ExitStack()
@@ -148,10 +153,16 @@ def _model_in_place(r: JobRunner, journal: Any) -> bool:
     return True
 
 
-def _upload_source(r: JobRunner) -> Any:
-    """The set to upload (see :func:`upload_captures`)."""
+def _upload_source(r: JobRunner, journal: Journal | None) -> Any:
+    """The set to upload: the job's photos (see :func:`upload_captures`), or the folder or zip
+    an ``upload PATH`` job names, read where it is (the CRCs its journal knows are trusted while
+    each file's size and time are unchanged)."""
+    from openscan_pi.cloud.archive import open_source
     from openscan_pi.cloud.virtualzip import VirtualZip
 
+    if r.job.record.source:
+        known = dict((journal.data.get("crc_cache") if journal else None) or {})
+        return open_source(r.job.record.source, crc_cache=known, lazy=True)
     return VirtualZip([c.member(r.job.images) for c in upload_captures(r)])
 
 
@@ -192,8 +203,9 @@ def _new_journal(r: JobRunner, source: Any, *, quiet: bool = False) -> Any:
     uploaded is asked for on the cloud and sent again, a started project polled again."""
     job, cfg = r.job, r.cfg
     project = str(job.data["project"])
-    fields: dict[str, Any] = {"source": str(job.images), "part_size": cfg.cloud.max_part_bytes,
-                              "crc_cache": {}, "job": job.id}
+    fields: dict[str, Any] = {"source": job.record.source or str(job.images),
+                              "part_size": cfg.cloud.max_part_bytes, "crc_cache": {},
+                              "job": job.id}
     if source is not None:
         fields.update(digest=source.digest, size=source.size, photos=source.photos)
     else:

@@ -11,8 +11,10 @@ step already done is a no-op. The runner runs the steps in this order; the sched
 resource a job needs next and puts it in that queue. A later step (e.g. focus-stack fusion) is a
 row added here and its run function in the runner.
 
-Where a job is: its state (see :mod:`.state`) names the first of the steps that show that state
-(``queued`` waits for the first step); a failed job goes back to the steps of the state it
+A job begins at the first step, or, when it uploads an image set from elsewhere (``upload
+PATH``: its record names the ``source``), at the upload step. Where a job is: its state (see
+:mod:`.state`) names the first of its steps that show that state (``queued`` waits for its
+first step); a failed job goes back to the steps of the state it
 failed in (``resume_state``). Steps sharing a state run one after the other, each skipping what
 is done.
 """
@@ -70,22 +72,31 @@ def step_named(name: str) -> Step:
     raise KeyError(name)
 
 
-def first_of(state: JobState) -> Step | None:
-    """The first step showing ``state`` (``queued``: the first step), or None (a finished job)."""
+def first_step(record: dict[str, Any]) -> Step:
+    """The step a job begins with: the capture for a scan; the upload for a job that sends an
+    image set from elsewhere (its record names the ``source``)."""
+    return step_named("upload") if record.get("source") else STEPS[0]
+
+
+def first_of(state: JobState, record: dict[str, Any] | None = None) -> Step | None:
+    """The first step showing ``state`` (``queued``: the job's first step), or None (a finished
+    job, or a state whose steps lie before where the job ``record`` begins)."""
+    begin = STEPS.index(first_step(record or {}))
     if state == WAITING:
-        return STEPS[0]
-    return next((step for step in STEPS if step.state == state), None)
+        return STEPS[begin]
+    return next((step for step in STEPS[begin:] if step.state == state), None)
 
 
 def resume_state(record: dict[str, Any]) -> JobState:
-    """The state a failed job goes back to on retry (the first step's when it failed before
-    any step had begun, or in a state that names no step)."""
+    """The state a failed job goes back to on retry (its first step's when it failed before
+    any step had begun, or in a state that names none of its steps)."""
     wanted = record.get("resume_state")
+    begin = first_step(record).state
     try:
-        state = JobState(wanted) if wanted else STEPS[0].state
+        state = JobState(wanted) if wanted else begin
     except ValueError:
-        state = STEPS[0].state
-    return state if first_of(state) is not None and state != WAITING else STEPS[0].state
+        state = begin
+    return state if first_of(state, record) is not None and state != WAITING else begin
 
 
 def next_step(record: dict[str, Any]) -> Step | None:
@@ -93,10 +104,10 @@ def next_step(record: dict[str, Any]) -> Step | None:
     job, of the state ``retry`` goes back to), or None when it has nothing left to run."""
     state = JobState(record["state"])
     if state == S.FAILED:
-        return first_of(resume_state(record))
+        return first_of(resume_state(record), record)
     if state not in ACTIVE:
         return None
-    return first_of(state)
+    return first_of(state, record)
 
 
 def after(step: Step) -> Step | None:
@@ -111,11 +122,3 @@ def needs(record: dict[str, Any]) -> Resource | None:
         return None
     step = next_step(record)
     return step.resource if step is not None else None
-
-
-def states_needing(resource: Resource) -> frozenset[JobState]:
-    """The states in which a job waits for, or uses, ``resource``."""
-    found = {step.state for step in STEPS if step.resource == resource}
-    if STEPS[0].resource == resource:
-        found.add(WAITING)
-    return frozenset(found)

@@ -61,6 +61,8 @@ class JobRecord:
     rig_restarts: int = 0
     #: the transfer journal of the job's project (None before the upload begins)
     transfer: dict[str, Any] | None = None
+    #: the folder or zip an ``upload PATH`` job sends, read where it is (None: a scan's photos)
+    source: str | None = None
     version: int = VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 

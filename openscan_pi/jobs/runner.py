@@ -107,11 +107,11 @@ class JobRunner:
         self.rig = rig
         self._cloud: cloud_steps.CloudSession | None = None
 
-    def run(self) -> Job:
-        """Take the job to ``done``; on a failure the job is ``failed`` (with its images) and the
-        error is raised again for the caller to show."""
+    def run(self, *, before: str | None = None) -> Job:
+        """Take the job to ``done`` (or up to the step named ``before``); on a failure the job is
+        ``failed`` (with its images) and the error is raised again for the caller to show."""
         self.resume()
-        self.run_steps()
+        self.run_steps(before=before)
         return self.job
 
     def resume(self) -> None:
@@ -119,23 +119,25 @@ class JobRunner:
         if self.job.state == JobState.FAILED:
             self.job.transition(resume_state(self.job.data), error=None)
 
-    def run_steps(self, resource: Resource | None = None) -> None:
-        """Run the job's steps from its next one, while they need ``resource`` (all: None). After
-        each step the job moves into the state of the step after it (durably: a job handed to
-        the network's queue is ``uploading`` on disk), after the last into ``done``."""
+    def run_steps(self, resource: Resource | None = None, *, before: str | None = None) -> None:
+        """Run the job's steps from its next one, while they need ``resource`` (all: None) and
+        until the step named ``before`` (which is not run). After each step the job moves into
+        the state of the step after it (durably: a job handed to the network's queue is
+        ``uploading`` on disk), after the last into ``done``."""
         step = next_step(self.job.data)
         if step is None or self.job.state == JobState.FAILED:
             return
-        began, before = time.perf_counter(), float(self.job.data.get("transfer_s") or 0.0)
+        began, earlier = time.perf_counter(), float(self.job.data.get("transfer_s") or 0.0)
         timed = step.resource == Resource.NETWORK
 
         def spent() -> dict[str, float]:
-            return {"transfer_s": before + time.perf_counter() - began} if timed else {}
+            return {"transfer_s": earlier + time.perf_counter() - began} if timed else {}
 
         try:
             if self.job.state != step.state:
                 self.job.transition(step.state, step=step.detail)
-            while step is not None and (resource is None or step.resource == resource):
+            while (step is not None and (resource is None or step.resource == resource)
+                   and step.name != before):
                 self._guard(step)
                 step = after(step)
                 if step is None:
@@ -194,7 +196,8 @@ class JobRunner:
         the set was uploaded, or a file that disappeared while the job ran, says so and what
         ``retry`` does about it."""
         job = self.job
-        if job.state == JobState.UPLOADING and not isinstance(exc, RetryFrom):
+        if (job.state == JobState.UPLOADING and not isinstance(exc, RetryFrom)
+                and not job.record.source):
             try:
                 cloud_steps.upload_captures(self)  # raises RetryFrom when a photo is not as captured
             except RetryFrom as missing:

@@ -28,7 +28,7 @@ S = JobState
 
 #: The one transition table: state -> the states it may go to.
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
-    S.QUEUED: frozenset({S.SCANNING, S.FAILED, S.CANCELLED}),
+    S.QUEUED: frozenset({S.SCANNING, S.UPLOADING, S.FAILED, S.CANCELLED}),
     S.SCANNING: frozenset({S.UPLOADING, S.FAILED, S.CANCELLED}),
     S.UPLOADING: frozenset({S.PROCESSING, S.FAILED, S.CANCELLED}),
     S.PROCESSING: frozenset({S.DOWNLOADING, S.FAILED, S.CANCELLED}),

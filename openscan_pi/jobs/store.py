@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from openscan_pi.cloud.journal import default_project_name
 from openscan_pi.cloud.virtualzip import Member
 from openscan_pi.errors import DiskError, UserError
 from openscan_pi.fsutil import atomic_write_json, read_json, try_lock
@@ -122,7 +123,8 @@ class Job:
         return self.folder / "model"
 
     def public(self) -> dict[str, Any]:
-        """The job object of the socket contract, plus ``step`` (the finer state): what is on
+        """The job object of the socket contract, plus ``step`` (the finer state) and, for an
+        upload, ``source`` (the folder or zip it sends): what is on
         disk (plus progress), read without waiting for a write in progress."""
         return dict(self._published)
 
@@ -130,6 +132,8 @@ class Job:
         data = self.data
         published = {k: data.get(k) for k in PUBLIC_FIELDS}
         published["step"] = data.get("step")
+        if data.get("source"):  # an upload's: the set it sends
+            published["source"] = data["source"]
         self._published = published  # one reference swap: readers never see half of it
 
     def progress(self, **fields: Any) -> None:
@@ -255,8 +259,11 @@ class JobStore:
     def __init__(self, data_dir: Path) -> None:
         self.root = data_dir / "jobs"
 
-    def create(self, *, positions: int, project: str | None, stack: int) -> Job:
-        """A new queued job, on disk before it is returned."""
+    def create(self, *, positions: int, project: str | None, stack: int,
+               source: Path | None = None, transfer: dict[str, Any] | None = None) -> Job:
+        """A new queued job, on disk before it is returned: a scan of ``positions``, or, with
+        ``source``, the upload of that folder or zip (of ``positions`` photos; ``transfer``: a
+        transfer journal it takes over)."""
         now = time.time()
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
         self.root.mkdir(parents=True, exist_ok=True)
@@ -271,11 +278,17 @@ class JobStore:
         else:
             raise UserError(f"cannot find a free job id in {self.root}")
         (folder / "images").mkdir()
-        project = project or f"openscan-{int(now * 1000)}.zip"
-        data = {"id": job_id, "project": project, "state": JobState.QUEUED.value,
+        if project is None:
+            project = (default_project_name(source, now) if source is not None
+                       else f"openscan-{int(now * 1000)}.zip")
+        data: dict[str, Any] = {"id": job_id, "project": project, "state": JobState.QUEUED.value,
                 "positions": positions, "stack": stack, "captured": 0, "bytes_total": 0,
                 "bytes_uploaded": 0, "cloud_status": None, "model_dir": None, "error": None,
                 "step": None, "created": now, "updated": now, "version": RECORD_VERSION}
+        if source is not None:
+            data.update(source=str(source), captured=positions)
+        if transfer is not None:
+            data.update(transfer={**transfer, "job": job_id}, upload_begun=True)
         job = Job(folder, data)
         job._save()
         return job

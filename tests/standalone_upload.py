@@ -1,4 +1,6 @@
-"""Choose the journal and the source of an ``upload``: continue an unfinished one or begin anew."""
+"""A transfer journal of its own for an image set, as release 1's ``upload`` command kept one
+(``<data_dir>/transfers/<project>.json``): what the transfer tests drive :class:`Transfer` with,
+and how a test makes an unfinished upload of that release. (``upload`` is a job now.)"""
 
 from __future__ import annotations
 
