@@ -67,8 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Upload an image set (a folder of .jpg/.jpeg/.png/.tif/.tiff/.dng, searched "
                     "recursively, or a zip of them) to the OpenScan Cloud and start processing. "
                     "The set is streamed as a zip made on the fly: nothing is copied to disk. "
-                    "Interrupted? Run the same command again: it continues where it stopped and "
-                    "never creates a second project.",
+                    "The upload is a job (`status`, `jobs`, `cancel`, `retry` cover it), handed "
+                    "to the daemon when one listens, else run here. Interrupted? Run the same "
+                    "command again: it continues where it stopped and never creates a second "
+                    "project.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  openscan-pi upload ~/scans/vase\n"
                "  openscan-pi upload vase.zip --project vase-v2 --wait --out ~/models/vase\n")

@@ -1,8 +1,9 @@
 """The durable transfer journal: what a restarted upload needs to go on, per cloud project.
 
-A job keeps its journal in its record (``job.json``, see :mod:`openscan_pi.jobs.record`); the
-``upload`` and ``download`` commands keep one JSON file per project under
-``<data_dir>/transfers/``. Both are this class; only where :meth:`Journal.save` writes differs.
+A job (a scan's, or an ``upload PATH``'s) keeps its journal in its record (``job.json``, see
+:mod:`openscan_pi.jobs.record`); the ``download`` of a project that is no job of this machine
+keeps one JSON file per project under ``<data_dir>/transfers/``, as release 1's ``upload`` did.
+Both are this class; only where :meth:`Journal.save` writes differs.
 
 It records what a restarted upload needs to continue where the last one stopped: the project name,
 the source and the digest of its archive layout, the upload links and their age, the parts done with
