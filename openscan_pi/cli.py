@@ -121,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_job_commands(sub: argparse._SubParsersAction) -> None:
-    """``scan``, ``jobs``, ``retry``, ``cancel``, ``status``, ``daemon``."""
+    """``scan``, ``jobs``, ``retry``, ``pause``, ``continue``, ``cancel``, ``status``,
+    ``daemon``."""
     import argparse
 
     sc = sub.add_parser(
@@ -162,6 +163,30 @@ def _add_job_commands(sub: argparse._SubParsersAction) -> None:
                     help="with the daemon: follow the job to its end (exit 0 only when done)")
     _add_common(rt)
     rt.set_defaults(handler="jobs.retry")
+
+    pa = sub.add_parser(
+        "pause", help="pause a scan before its next position (the running one by default)",
+        description="Pause a scan: the move and photo under way finish, the light goes off, and "
+                    "the job waits, `paused`, with the motors released after "
+                    "rig.idle_disable_s. Durable: a restarted daemon keeps it paused. "
+                    "`openscan-pi continue` goes on from the next position; `cancel` works too. "
+                    "Needs the daemon (a scan run in a terminal stops with Ctrl-C; `retry` goes "
+                    "on).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  openscan-pi pause\n  openscan-pi continue\n")
+    pa.add_argument("job", metavar="JOB", nargs="?", help="the job id (see `openscan-pi jobs`)")
+    _add_common(pa, simulate=False)
+    pa.set_defaults(handler="jobs.pause")
+
+    co = sub.add_parser(
+        "continue", help="go on with a paused scan (the last one paused by default)",
+        description="A paused scan goes on from its next position (in the daemon when it "
+                    "listens, else in this process).")
+    co.add_argument("job", metavar="JOB", nargs="?", help="the job id (see `openscan-pi jobs`)")
+    co.add_argument("--wait", action="store_true",
+                    help="with the daemon: follow the job to its end (exit 0 only when done)")
+    _add_common(co)
+    co.set_defaults(handler="jobs.go_on")
 
     cn = sub.add_parser("cancel", help="cancel a job (the running one by default)",
                         description="Cancel a job in any state; the running one when no JOB is "

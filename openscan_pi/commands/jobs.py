@@ -116,6 +116,59 @@ def retry(args: argparse.Namespace, cfg: Config) -> int:
         return _run(cfg, job, args.json)
 
 
+def pause(args: argparse.Namespace, cfg: Config) -> int:
+    """``pause [JOB]``: through the daemon (the one that runs the scan)."""
+    if args.job is not None:
+        check_job_id(args.job)
+    client = daemon_for(args, cfg)
+    if client is None:
+        raise UserError("no daemon is running: a scan run in a terminal stops with Ctrl-C, and "
+                        "`openscan-pi retry JOB` goes on with it")
+    with client:
+        job = client.call("pause", {"job": args.job} if args.job else {})
+    if args.json:
+        emit_json(job)
+    elif job["state"] == "paused":
+        print(f"job {job['id']} paused: `openscan-pi continue {job['id']}` goes on")
+    else:
+        print(f"job {job['id']} pauses before its next position: `openscan-pi status` shows it; "
+              f"`openscan-pi continue {job['id']}` goes on")
+    return 0
+
+
+def go_on(args: argparse.Namespace, cfg: Config) -> int:
+    """``continue [JOB]``: a paused scan goes on (in the daemon, or here)."""
+    from openscan_pi.jobs import actions
+    from openscan_pi.jobs.state import JobState
+
+    if args.job is not None:
+        check_job_id(args.job)
+    client = daemon_for(args, cfg)
+    if client is not None:
+        with client:
+            job_data = client.call("continue", {"job": args.job} if args.job else {})
+            if args.wait:
+                return follow(client, cfg, job_data["id"], args.json)
+        if args.json:
+            emit_json(job_data)
+        else:
+            print(f"job {job_data['id']} continues in the daemon ({job_data['state']}): "
+                  "`openscan-pi status --watch` follows it")
+        return 0
+    store = JobStore(prepare_data_dir(cfg.data_dir))
+    if args.job is None:
+        paused = [j for j in store.all() if j.state == JobState.PAUSED]
+        if not paused:
+            raise InputError("nothing to continue: no job is paused")
+        job = max(paused, key=lambda j: float(j.data["updated"]))
+    else:
+        job = store.load(args.job)
+    with job.hold():
+        actions.go_on(job)
+    with local_cloud(cfg) as cfg:
+        return _run(cfg, job, args.json)
+
+
 def jobs(args: argparse.Namespace, cfg: Config) -> int:
     """``jobs``: every job with its state, then the job folders that cannot be run.
 

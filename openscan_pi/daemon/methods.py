@@ -164,6 +164,20 @@ def make_methods(scheduler: Scheduler) -> dict[str, Handler]:
                 await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(stopped)), CANCEL_WAIT_S)
         return scheduler.job_public(target)
 
+    async def pause(params: dict[str, Any], conn: Connection) -> Any:
+        p = Params(params, ("job",))
+        raw = params.get("job")
+        log.info("pause of %s asked by %s", "the running scan" if raw is None else quote(raw),
+                 conn.peer)
+        return await asyncio.to_thread(scheduler.pause, p.name("job", job_problem))
+
+    async def go_on(params: dict[str, Any], conn: Connection) -> Any:
+        p = Params(params, ("job",))
+        raw = params.get("job")
+        log.info("continue of %s asked by %s", "the paused job" if raw is None else quote(raw),
+                 conn.peer)
+        return await asyncio.to_thread(scheduler.go_on, p.name("job", job_problem))
+
     async def retry(params: dict[str, Any], conn: Connection) -> Any:
         p = Params(params, ("job",))
         log.info("retry of %s asked by %s", quote(params.get("job")), conn.peer)
@@ -234,5 +248,6 @@ def make_methods(scheduler: Scheduler) -> dict[str, Handler]:
 
     return {"status": status, "jobs": jobs, "jobs.broken": jobs_broken, "job": job,
             "subscribe": subscribe, "scan": scan, "upload": upload,
-            "cancel": cancel, "retry": retry, "rig.move": rig_move, "rig.home": rig_home,
+            "cancel": cancel, "retry": retry, "pause": pause, "continue": go_on,
+            "rig.move": rig_move, "rig.home": rig_home,
             "rig.light": rig_light, "rig.capture": rig_capture, "rig.turn": rig_turn}

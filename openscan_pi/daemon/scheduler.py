@@ -134,7 +134,7 @@ class Scheduler:
             log.warning("%s", report.line())
             self.broken[report.id] = report
         for job in sorted(self._active.values(), key=lambda j: float(j.data["created"])):
-            if actions.end_cancelled(job):  # cancelled before the daemon went down
+            if actions.end_cancelled(job) or actions.end_paused(job):  # asked before we went down
                 continue
             if job.state == S.SCANNING and self.cfg.jobs.resume_scan == "fail":
                 job.transition(S.FAILED, step=None, error=(
@@ -298,6 +298,33 @@ class Scheduler:
                 return job.id, run.released
             return job.id, None
 
+    def pause(self, job_id: str | None) -> dict[str, Any]:
+        """Pause a scan (the one on the rig by default) before its next position."""
+        with self._lock:
+            if job_id is None:
+                job_id = self._rig_job or next(
+                    (j.id for j in self._active.values() if needs(j.data) == Resource.RIG), None)
+                if job_id is None:
+                    raise InputError("nothing to pause: no scan is running or queued")
+            job = self._job(job_id)
+            actions.pause(job, held=job.id in self._runs)
+        log.info("job %s: pause asked (%s)", job.id, job.state.value)
+        return self._public(job)
+
+    def go_on(self, job_id: str | None) -> dict[str, Any]:
+        """``continue``: a paused scan (the last one paused by default) goes on."""
+        with self._lock:
+            if job_id is None:
+                paused = [j for j in self.jobs.values() if j.state == S.PAUSED]
+                if not paused:
+                    raise InputError("nothing to continue: no job is paused")
+                job_id = max(paused, key=lambda j: float(j.data["updated"])).id
+            job = self._job(job_id)
+            actions.go_on(job)
+        log.info("job %s: continues", job.id)
+        self._schedule(job)
+        return self._public(job)
+
     def retry(self, job_id: str) -> dict[str, Any]:
         """Continue a failed job from its last durable step."""
         if job_id not in self.jobs:
@@ -378,7 +405,8 @@ class Scheduler:
     def _release(self, job: Job) -> None:
         with self._lock:
             run = self._runs.pop(job.id)
-            actions.end_cancelled(job)  # a cancel recorded while the worker had it
+            if not actions.end_cancelled(job):  # a cancel recorded while the worker had it
+                actions.end_paused(job)  # a pause: the scan stopped before a position
         run.released.set_result(None)
         give_back()  # what the job's steps allocated and freed, back to the kernel
         if run.again and not self.stopping.is_set():

@@ -149,6 +149,8 @@ def status_line(status: dict[str, Any]) -> str:
         return "restarting the camera"
     if rig_task:
         return f"rig: {rig_task}"
+    if job and job["state"] == "paused":
+        return f"job {job['id']} paused: `openscan-pi continue` goes on"
     if not job or status.get("state") == "idle":
         last = f"; last job {job['id']} {job['state']}" if job else ""
         return f"idle{last}"

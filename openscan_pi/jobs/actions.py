@@ -1,5 +1,5 @@
-"""Creating, cancelling and retrying a job: written once, used by the daemon's scheduler and by
-the CLI when no daemon runs.
+"""Creating, cancelling, retrying, pausing and continuing a job: written once, used by the
+daemon's scheduler and by the CLI when no daemon runs.
 
 Each action changes the job record durably before it returns. A job a worker holds (its steps
 running) is not changed under the worker: its cancel is recorded (``cancel_requested``) and the
@@ -147,3 +147,42 @@ def retry(job: Job, *, interrupted: bool = False) -> None:
     elif not interrupted:
         raise InputError(f"job {job.id} is {job.state.value} already: `openscan-pi status` "
                          "follows it")
+
+
+def pause(job: Job, *, held: bool) -> None:
+    """Pause a scan: a queued one at once; one a worker ``held`` at its next position (the
+    pause is recorded first, durably; the capture step stops before the next position and the
+    worker, letting go, makes it ``paused``: :func:`end_paused`). :class:`InputError` for a job
+    that is not scanning or queued for it."""
+    from openscan_pi.jobs.lifecycle import Resource, needs
+
+    if job.state == S.PAUSED:
+        raise InputError(f"job {job.id} is paused already: `openscan-pi continue {job.id}` goes on")
+    if job.state not in (S.QUEUED, S.SCANNING) or needs(job.data) != Resource.RIG:
+        raise InputError(f"job {job.id} is {job.state.value}: only a scan can be paused (one "
+                         "that is capturing, or queued for it)")
+    if held:
+        job.update(pause_requested=time.time())
+    else:
+        job.transition(S.PAUSED, step="paused by the user", pause_requested=None)
+
+
+def end_paused(job: Job) -> bool:
+    """A job whose pause was recorded (its worker has let go, or the daemon restarted): make it
+    ``paused`` when it is still at its scan (a pause that came after the last photo is
+    dropped); True when it was."""
+    if not job.record.pause_requested:
+        return False
+    if job.state in (S.QUEUED, S.SCANNING):
+        job.transition(S.PAUSED, step="paused by the user", pause_requested=None)
+        return True
+    job.update(pause_requested=None)
+    return False
+
+
+def go_on(job: Job) -> None:
+    """``continue``: a paused scan goes on from its next position. :class:`InputError` for a
+    job that is not paused."""
+    if job.state != S.PAUSED:
+        raise InputError(f"job {job.id} is {job.state.value}, not paused: nothing to continue")
+    job.transition(S.SCANNING, step=None, pause_requested=None)

@@ -14,6 +14,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from openscan_pi.cloud.errors import Cancelled
 from openscan_pi.errors import UserError
 from openscan_pi.fsutil import atomic_write_json
 from openscan_pi.jobs import recover
@@ -126,6 +127,11 @@ def _open_rig(r: JobRunner) -> Rig:
     return Rig(r.cfg, cancel=r.stop)
 
 
+class Paused(Cancelled):
+    """The scan stopped before a position because a pause was asked (the job stays where it is
+    until the worker, letting go, makes it ``paused``)."""
+
+
 def capture(r: JobRunner) -> None:
     """The capture step: every position not yet in the manifest, on the rig."""
     from openscan_pi.rig.camera import CameraStalled, lens_positions
@@ -159,6 +165,9 @@ def capture(r: JobRunner) -> None:
             if all((index, k) in done for k in range(len(lenses))):
                 continue
             r.check_stop()
+            if job.record.pause_requested:  # pause: stop before this position, light off
+                rig.light.off()
+                raise Paused(f"job {job.id} paused before position {index + 1}/{total}")
             job.progress(step=f"capturing {index + 1}/{total}")  # the capture is the step
             began = time.perf_counter()
             rig.move(rotor=pos["rotor"], turntable=pos["turntable"])

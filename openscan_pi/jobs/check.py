@@ -149,6 +149,7 @@ _FIELDS: dict[str, tuple[bool, Any, str]] = {
     "version": (False, lambda v: _is_int(v, 1), "a whole number from 1"),
     "rig_restarts": (False, _is_int, "a whole number from 0"),
     "cancel_requested": (False, _is_number, "a time (seconds since 1970)"),
+    "pause_requested": (False, _is_number, "a time (seconds since 1970)"),
     "source": (False, lambda v: isinstance(v, str) and v.startswith("/"), "an absolute path"),
     "transfer": (False, lambda v: isinstance(v, dict) and isinstance(v.get("phase"), str),
                  "a transfer journal (an object with a phase)"),

@@ -52,6 +52,8 @@ class JobRecord:
     resume_state: str | None = None
     #: a cancel asked while a worker had the job (it ends cancelled, even across a restart)
     cancel_requested: float | None = None
+    #: a pause asked while the scan ran: it stops before its next position (even across a restart)
+    pause_requested: float | None = None
     upload_begun: bool = False
     motion_s: float | None = None
     capture_s: float | None = None

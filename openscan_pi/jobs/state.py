@@ -1,9 +1,10 @@
 """The job state machine: one table of allowed transitions, with named groups of states.
 
 ``queued → scanning → uploading → processing → downloading → done``, plus ``failed`` (kept with its
-images; ``retry`` resumes it from its last durable step) and ``cancelled``. The finer step
-(homing, capturing 37/100, waiting for "processing started", ...) lives in the job's ``step``
-field, never in ``state`` (the socket contract lists exactly these eight states).
+images; ``retry`` resumes it from its last durable step), ``cancelled``, and ``paused`` (a scan
+stopped at a position by ``pause`` until ``continue``). The finer step (homing, capturing
+37/100, waiting for "processing started", ...) lives in the job's ``step`` field, never in
+``state`` (the socket contract lists the states).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ class JobState(StrEnum):
 
     QUEUED = "queued"
     SCANNING = "scanning"
+    PAUSED = "paused"
     UPLOADING = "uploading"
     PROCESSING = "processing"
     DOWNLOADING = "downloading"
@@ -28,8 +30,10 @@ S = JobState
 
 #: The one transition table: state -> the states it may go to.
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
-    S.QUEUED: frozenset({S.SCANNING, S.UPLOADING, S.FAILED, S.CANCELLED}),
-    S.SCANNING: frozenset({S.UPLOADING, S.FAILED, S.CANCELLED}),
+    S.QUEUED: frozenset({S.SCANNING, S.UPLOADING, S.PAUSED, S.FAILED, S.CANCELLED}),
+    S.SCANNING: frozenset({S.UPLOADING, S.PAUSED, S.FAILED, S.CANCELLED}),
+    # pause: a scan stopped at a position by the user, until `continue`
+    S.PAUSED: frozenset({S.SCANNING, S.FAILED, S.CANCELLED}),
     S.UPLOADING: frozenset({S.PROCESSING, S.FAILED, S.CANCELLED}),
     S.PROCESSING: frozenset({S.DOWNLOADING, S.FAILED, S.CANCELLED}),
     S.DOWNLOADING: frozenset({S.DONE, S.FAILED, S.CANCELLED}),
@@ -43,7 +47,9 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
 ACTIVE = frozenset({S.QUEUED, S.SCANNING, S.UPLOADING, S.PROCESSING, S.DOWNLOADING})
 #: A job in one of these needs nothing more (``failed`` can still be retried).
 FINISHED = frozenset({S.DONE, S.FAILED, S.CANCELLED})
-# Which resource a state needs is the lifecycle's to say (jobs/lifecycle.py: states_needing).
+#: A job in one of these waits for the user (``continue``) and is not run until then.
+HELD = frozenset({S.PAUSED})
+# Which resource a state needs is the lifecycle's to say (jobs/lifecycle.py: needs).
 
 
 class BadTransition(ValueError):
