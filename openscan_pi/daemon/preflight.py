@@ -104,9 +104,12 @@ class TokenCheck:
         future, until = self._begin()
         if future.done():
             return
-        with contextlib.suppress(Exception):  # the outcome is read by the call that follows
-            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)),
-                                   max(0.0, until - time.monotonic()))
+        wrapped = asyncio.wrap_future(future)
+        # The outcome is read by the call that follows; a wait cut short leaves ``wrapped`` to
+        # get a failure later, taken here so that asyncio does not log it as never retrieved.
+        wrapped.add_done_callback(lambda f: f.cancelled() or f.exception())
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(wrapped), max(0.0, until - time.monotonic()))
 
     def forget(self) -> None:
         """Drop the kept outcome (the config changed)."""
