@@ -137,7 +137,12 @@ def _add_job_commands(sub: argparse._SubParsersAction) -> None:
         epilog="examples:\n  openscan-pi scan --positions 100 --simulate\n"
                "  openscan-pi scan --positions 60 --project vase.zip\n")
     sc.add_argument("--positions", type=int, required=True, metavar="N",
-                    help="number of camera positions")
+                    help="number of camera positions (per pass)")
+    sc.add_argument("--passes", type=int, default=1, metavar="K",
+                    help="passes into one image set and one cloud project (default 1): after "
+                         "each pass but the last the job waits (`waiting`, light off, motors "
+                         "released) for you to turn the object over and run `openscan-pi "
+                         "continue`; each pass is planned from where the rig is")
     sc.add_argument("--project", metavar="NAME", help="cloud project name (default: "
                     "openscan-<epoch ms>.zip)")
     sc.add_argument("--wait", action="store_true",

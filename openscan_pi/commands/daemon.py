@@ -134,6 +134,9 @@ def job_progress(job: dict[str, Any]) -> str:
         return f"done: model in {job['model_dir']}"
     if state == "failed":
         return f"failed: {job['error']} (`openscan-pi retry {job['id']}` continues it)"
+    if state == "waiting":
+        return (f"waiting   {_bar(job['captured'], job['positions'])}  {job['captured']}/"
+                f"{job['positions']} positions  ({step})")
     if state == "paused":
         return (f"paused    {_bar(job['captured'], job['positions'])}  {job['captured']}/"
                 f"{job['positions']} positions  (`openscan-pi continue {job['id']}` goes on)")

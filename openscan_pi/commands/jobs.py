@@ -11,6 +11,7 @@ from openscan_pi.commands.common import emit_json
 from openscan_pi.commands.daemon import daemon_for, follow
 from openscan_pi.config import Config
 from openscan_pi.errors import InputError, UserError
+from openscan_pi.jobs.state import HELD
 from openscan_pi.jobs.store import Job, JobBusy, JobStore
 from openscan_pi.names import check_job_id, check_project
 from openscan_pi.paths import prepare_data_dir
@@ -33,6 +34,8 @@ def run_job(cfg: Config, job: Job, json_output: bool, *, before: str | None = No
         raise
     except UserError as exc:
         printer.close()
+        if job.state in HELD:  # a pass done: the job waits for the user (`continue`)
+            return
         if json_output:
             emit_json(job.public())
         if "`openscan-pi retry" in str(exc):  # it says what retry does already
@@ -53,6 +56,8 @@ def _run(cfg: Config, job: Job, json_output: bool) -> int:
     run_job(cfg, job, json_output)
     if json_output:
         emit_json(job.public())
+    elif job.state in HELD:
+        print(f"job {job.id}: {job.data['step']}")
     else:
         took = time.time() - float(job.data["created"])
         print(f"model of {job.data['project']}: {job.data['model_dir']} ({took:.0f} s)")
@@ -65,11 +70,15 @@ def scan(args: argparse.Namespace, cfg: Config) -> int:
 
     if not 1 <= args.positions <= 10_000:
         raise InputError("--positions must be from 1 to 10000")
+    if not 1 <= args.passes <= 20 or args.positions * args.passes > 10_000:
+        raise InputError("--passes must be from 1 to 20, with at most 10000 positions in all")
     project = check_project(args.project) if args.project else None
     client = daemon_for(args, cfg)
     if client is not None:
         with client:
             params: dict = {"positions": args.positions}
+            if args.passes > 1:
+                params["passes"] = args.passes
             if args.project:
                 params["project"] = args.project
             job = client.call("scan", params)
@@ -78,7 +87,8 @@ def scan(args: argparse.Namespace, cfg: Config) -> int:
         if args.json:
             emit_json(job)
         else:
-            print(f"job {job['id']} queued in the daemon ({args.positions} positions, project "
+            each = f" x {args.passes} passes" if args.passes > 1 else ""
+            print(f"job {job['id']} queued in the daemon ({args.positions} positions{each}, project "
                   f"{job['project']}): `openscan-pi status --watch` follows it")
         return 0
     prepare_data_dir(cfg.data_dir)
@@ -86,9 +96,10 @@ def scan(args: argparse.Namespace, cfg: Config) -> int:
     if project:  # a taken name is refused before the checks ask the cloud
         actions.create_problem(cfg, store, project)
     with local_cloud(cfg) as cfg:
-        for warning in actions.check_new(cfg, args.positions):
+        for warning in actions.check_new(cfg, args.positions * args.passes):
             print(f"warning: {warning}", file=sys.stderr)
-        job = actions.create(cfg, store, positions=args.positions, project=project)
+        job = actions.create(cfg, store, positions=args.positions, project=project,
+                             passes=args.passes)
         return _run(cfg, job, args.json)
 
 
@@ -139,7 +150,6 @@ def pause(args: argparse.Namespace, cfg: Config) -> int:
 def go_on(args: argparse.Namespace, cfg: Config) -> int:
     """``continue [JOB]``: a paused scan goes on (in the daemon, or here)."""
     from openscan_pi.jobs import actions
-    from openscan_pi.jobs.state import JobState
 
     if args.job is not None:
         check_job_id(args.job)
@@ -157,9 +167,9 @@ def go_on(args: argparse.Namespace, cfg: Config) -> int:
         return 0
     store = JobStore(prepare_data_dir(cfg.data_dir))
     if args.job is None:
-        paused = [j for j in store.all() if j.state == JobState.PAUSED]
+        paused = [j for j in store.all() if j.state in HELD]
         if not paused:
-            raise InputError("nothing to continue: no job is paused")
+            raise InputError("nothing to continue: no job is paused or waiting")
         job = max(paused, key=lambda j: float(j.data["updated"]))
     else:
         job = store.load(args.job)

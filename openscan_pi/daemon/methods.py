@@ -23,6 +23,9 @@ from openscan_pi.logs import quote
 from openscan_pi.names import job_problem, project_problem
 from openscan_pi.plan import MAX_POSITIONS  # most positions one scan may ask for
 
+#: Most passes one scan may have.
+MAX_PASSES = 20
+
 if TYPE_CHECKING:
     from openscan_pi.daemon.scheduler import Scheduler
     from openscan_pi.rig.remote import RemoteRig
@@ -131,8 +134,12 @@ def make_methods(scheduler: Scheduler) -> dict[str, Handler]:
         return scheduler.status()
 
     async def scan(params: dict[str, Any], conn: Connection) -> Any:
-        p = Params(params, ("positions", "project"))
+        p = Params(params, ("positions", "project", "passes"))
         positions = p.integer("positions", 1, MAX_POSITIONS)
+        passes = p.integer("passes", 1, MAX_PASSES, required=False) or 1
+        if int(positions or 0) * passes > MAX_POSITIONS:
+            raise RpcError(INVALID_PARAMS, f"invalid params: positions x passes: at most "
+                           f"{MAX_POSITIONS} in all")
         # Said before the checks, quoted: who asked for what is in the log even when refused.
         raw = params.get("project")
         log.info("scan of %s positions%s asked by %s", positions,
@@ -141,7 +148,7 @@ def make_methods(scheduler: Scheduler) -> dict[str, Handler]:
         # The token check waits on the cloud in a thread of its own, shared by the scans asked
         # meanwhile and bounded: the workers below are never held by a cloud that hangs.
         await scheduler.token_check.settle()
-        return await asyncio.to_thread(scheduler.scan, int(positions or 0), project)
+        return await asyncio.to_thread(scheduler.scan, int(positions or 0), project, passes)
 
     async def upload(params: dict[str, Any], conn: Connection) -> Any:
         p = Params(params, ("path", "project"))

@@ -34,7 +34,7 @@ from openscan_pi.jobs import actions
 from openscan_pi.jobs.check import BrokenJob
 from openscan_pi.jobs.events import JobChanged, JobProgress, StatusChanged, from_runner
 from openscan_pi.jobs.lifecycle import Resource, needs
-from openscan_pi.jobs.state import ACTIVE, JobState
+from openscan_pi.jobs.state import ACTIVE, HELD, JobState
 from openscan_pi.jobs.store import Job, JobBusy, JobStore
 from openscan_pi.names import check_project
 from openscan_pi.paths import prepare_data_dir
@@ -242,19 +242,20 @@ class Scheduler:
                     if found.state in ACTIVE:
                         self._schedule(found)
 
-    def scan(self, positions: int, project: str | None) -> dict[str, Any]:
-        """Queue a new scan after the disk and token checks; returns the job."""
+    def scan(self, positions: int, project: str | None, passes: int = 1) -> dict[str, Any]:
+        """Queue a new scan of ``positions`` per pass after the disk and token checks; returns
+        the job."""
         if self.stopping.is_set():
             raise UserError("the daemon is stopping")
         name = check_project(project) if project else None
-        warnings = actions.check_new(self.cfg, positions, token_info=self.token_check)
+        warnings = actions.check_new(self.cfg, positions * passes, token_info=self.token_check)
         if self.stopping.is_set():
             raise UserError("the daemon is stopping")
         for warning in warnings:
             log.warning("%s", warning)
         with self._create_lock:  # two requests for one name: the second is refused
             job = actions.create(self.cfg, self.store, positions=positions, project=name,
-                                 jobs=list(self.jobs.values()))
+                                 jobs=list(self.jobs.values()), passes=passes)
             self._adopt(job)
         log.info("job %s: queued, %d positions, project %s", job.id, positions, job.data["project"])
         self._schedule(job)
@@ -312,12 +313,13 @@ class Scheduler:
         return self._public(job)
 
     def go_on(self, job_id: str | None) -> dict[str, Any]:
-        """``continue``: a paused scan (the last one paused by default) goes on."""
+        """``continue``: a paused scan, or one waiting between passes (the last one paused or
+        waiting, by default), goes on."""
         with self._lock:
             if job_id is None:
-                paused = [j for j in self.jobs.values() if j.state == S.PAUSED]
+                paused = [j for j in self.jobs.values() if j.state in HELD]
                 if not paused:
-                    raise InputError("nothing to continue: no job is paused")
+                    raise InputError("nothing to continue: no job is paused or waiting")
                 job_id = max(paused, key=lambda j: float(j.data["updated"])).id
             job = self._job(job_id)
             actions.go_on(job)

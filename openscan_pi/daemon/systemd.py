@@ -151,6 +151,8 @@ def status_line(status: dict[str, Any]) -> str:
         return f"rig: {rig_task}"
     if job and job["state"] == "paused":
         return f"job {job['id']} paused: `openscan-pi continue` goes on"
+    if job and job["state"] == "waiting":
+        return f"job {job['id']} waiting: turn the object over, then `openscan-pi continue`"
     if not job or status.get("state") == "idle":
         last = f"; last job {job['id']} {job['state']}" if job else ""
         return f"idle{last}"

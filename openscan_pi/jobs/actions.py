@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from openscan_pi.config import Config
 from openscan_pi.errors import InputError
 from openscan_pi.jobs.lifecycle import resume_state
-from openscan_pi.jobs.state import ACTIVE, JobState
+from openscan_pi.jobs.state import ACTIVE, HELD, JobState
 from openscan_pi.jobs.store import Job, JobStore
 
 if TYPE_CHECKING:
@@ -36,16 +36,18 @@ def check_new(cfg: Config, positions: int, *,
 
 
 def create(cfg: Config, store: JobStore, *, positions: int, project: str | None,
-           jobs: Iterable[Job] | None = None) -> Job:
-    """A new queued job, on disk when returned. :class:`InputError` when ``project`` names a
-    project that exists already: an upload's, or a job's (of ``jobs``, the jobs known; all the
-    jobs on disk when None). Callers creating jobs at once hold one lock around it."""
+           jobs: Iterable[Job] | None = None, passes: int = 1) -> Job:
+    """A new queued scan of ``positions`` per pass (``passes`` of them), on disk when
+    returned. :class:`InputError` when ``project`` names a project that exists already: an
+    upload's, or a job's (of ``jobs``, the jobs known; all the jobs on disk when None). Callers
+    creating jobs at once hold one lock around it."""
     from openscan_pi.names import check_project
 
     name = check_project(project) if project else None
     if name:
         create_problem(cfg, store, name, jobs)
-    return store.create(positions=positions, project=name, stack=cfg.camera.focus.stack)
+    return store.create(positions=positions * passes, project=name,
+                        stack=cfg.camera.focus.stack, passes=passes)
 
 
 def create_upload(cfg: Config, store: JobStore, path: Path, project: str | None, *,
@@ -181,8 +183,9 @@ def end_paused(job: Job) -> bool:
 
 
 def go_on(job: Job) -> None:
-    """``continue``: a paused scan goes on from its next position. :class:`InputError` for a
-    job that is not paused."""
-    if job.state != S.PAUSED:
-        raise InputError(f"job {job.id} is {job.state.value}, not paused: nothing to continue")
+    """``continue``: a paused scan goes on from its next position; one waiting between passes
+    plans and captures its next pass. :class:`InputError` for a job that is neither."""
+    if job.state not in HELD:
+        raise InputError(f"job {job.id} is {job.state.value}, not paused or waiting: nothing to "
+                         "continue")
     job.transition(S.SCANNING, step=None, pause_requested=None)

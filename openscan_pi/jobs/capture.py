@@ -10,6 +10,7 @@ or changed are captured again; photos on disk the manifest lacks are taken in (s
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -18,8 +19,16 @@ from openscan_pi.cloud.errors import Cancelled
 from openscan_pi.errors import UserError
 from openscan_pi.fsutil import atomic_write_json
 from openscan_pi.jobs import recover
-from openscan_pi.jobs.check import MOVE_AWAY, BrokenJob, BrokenJobError, plan_problem, read_json_file
+from openscan_pi.jobs.check import (
+    MOVE_AWAY,
+    BrokenJob,
+    BrokenJobError,
+    plan_problem,
+    plan_sizes,
+    read_json_file,
+)
 from openscan_pi.jobs.space import DISK_MARGIN, check_free_space, estimated_bytes
+from openscan_pi.jobs.state import JobState
 from openscan_pi.jobs.store import Capture
 
 if TYPE_CHECKING:
@@ -36,34 +45,48 @@ def _check_disk(r: JobRunner) -> None:
 
 
 def _plan(r: JobRunner, start: tuple[float, float]) -> list[dict[str, float]]:
-    """The positions in capture order, fixed at the first start of the scan (made again,
-    keeping the positions already photographed, when ``plan.json`` was lost)."""
+    """The positions in capture order, fixed when each pass begins: all of them for a scan of
+    one pass; for several, the passes so far, the current one planned from where the rig is
+    when its capture begins (made again, keeping the positions already photographed, when
+    ``plan.json`` was lost)."""
     job = r.job
     path = job.folder / "plan.json"
+    planned: list[dict[str, float]] = []
     if path.exists():
         fix = (f"delete {path} (`openscan-pi retry {job.id}` makes a new one and keeps the "
                f"photos taken), or {MOVE_AWAY.format(root=job.folder.parent)}")
         plan = read_json_file(job.folder, "plan.json", fix)
-        problem = plan_problem(plan, int(job.data["positions"]))
+        problem = plan_problem(plan, job.data)
         if problem:
             raise BrokenJobError(BrokenJob(job.folder, problem, fix))
-        return list(plan)
+        planned = list(plan)
+        if len(planned) == plan_sizes(job.data)[0]:
+            return planned
     from openscan_pi.plan import PlanCancelled, make_plan
     from openscan_pi.rig.estimate import rig_time_fn
 
-    job.update(step="planning")
+    passes = job.record.passes
+    each = job.record.positions // passes
+    job.update(step="planning" if passes == 1 else f"planning pass {job.record.pass_no}/{passes}")
     try:
-        plan = make_plan(int(job.data["positions"]), r.cfg.plan, rig_time_fn(r.cfg.rig),
-                         start, stop=r.stop.is_set)
+        plan = make_plan(each, r.cfg.plan, rig_time_fn(r.cfg.rig), start, stop=r.stop.is_set)
     except PlanCancelled:
         r.check_stop()  # raises Cancelled: planned again when the job goes on
         raise
-    positions = [{"rotor": p.rotor, "turntable": p.turntable} for p in plan.positions]
+    fresh = [{"rotor": p.rotor, "turntable": p.turntable} for p in plan.positions]
     taken = job.captures()
-    if taken:
-        positions = recover.replan(positions, taken)
-        r.emit("warning", text=f"{path} is missing: made again, keeping the positions of "
-                               f"the {len(taken)} photos taken")
+    if not path.exists():
+        # lost: the passes before keep the angles their photos were taken at
+        before = len(planned) or each * (job.record.pass_no - 1)
+        planned = recover.replan(fresh * job.record.pass_no, taken)[:before]
+        if taken:
+            r.emit("warning", text=f"{path} is missing: made again, keeping the positions of "
+                                   f"the {len(taken)} photos taken")
+    this_pass = [c for c in taken if c.position >= len(planned)]
+    if this_pass:
+        shifted = [dataclasses.replace(c, position=c.position - len(planned)) for c in this_pass]
+        fresh = recover.replan(fresh, shifted)
+    positions = planned + fresh
     atomic_write_json(path, positions)
     if not taken:
         job.update(motion_estimate_s=plan.motion_time_s)
@@ -125,6 +148,11 @@ def _open_rig(r: JobRunner) -> Rig:
     from openscan_pi.rig.rig import Rig
 
     return Rig(r.cfg, cancel=r.stop)
+
+
+class WaitingForUser(Cancelled):
+    """A pass of a scan of several is done: the job is ``waiting`` for the user to turn the
+    object over and ``continue``."""
 
 
 class Paused(Cancelled):
@@ -190,6 +218,12 @@ def capture(r: JobRunner) -> None:
             r.emit("scan", done=int(job.data["captured"]), total=total)
         rig.light.off()
     _check_scanned(r, total, len(lenses))
+    if job.record.pass_no < job.record.passes:  # the next pass waits for the user
+        done_pass, passes = job.record.pass_no, job.record.passes
+        job.transition(JobState.WAITING, pass_no=done_pass + 1, step=(
+            f"pass {done_pass} of {passes} done: turn the object over, then `openscan-pi "
+            f"continue {job.id}`"))
+        raise WaitingForUser(str(job.data["step"]))
 
 
 def _stalled(r: JobRunner, exc: Exception, index: int, total: int) -> str:

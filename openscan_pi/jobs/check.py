@@ -136,6 +136,8 @@ _FIELDS: dict[str, tuple[bool, Any, str]] = {
     "bytes_total": (False, _is_int, "a whole number from 0"),
     "bytes_uploaded": (False, _is_int, "a whole number from 0"),
     "stack": (False, lambda v: _is_int(v, 1), "a whole number from 1"),
+    "passes": (False, lambda v: _is_int(v, 1), "a whole number from 1"),
+    "pass_no": (False, lambda v: _is_int(v, 1), "a whole number from 1"),
     "cloud_status": (False, lambda v: isinstance(v, str), "a string"),
     "model_dir": (False, lambda v: isinstance(v, str), "a string"),
     "error": (False, lambda v: isinstance(v, str), "a string"),
@@ -171,6 +173,10 @@ def record_problem(folder_name: str, data: Any) -> str | None:
     if _is_int(data.get("version")) and data["version"] > RECORD_VERSION:
         return (f"job.json is version {data['version']} of the job record, written by a newer "
                 f"openscan-pi (this one reads up to {RECORD_VERSION})")
+    passes = int(data.get("passes") or 1)
+    if data["positions"] % passes or int(data.get("pass_no") or 1) > passes:
+        return (f"job.json: {data['positions']} positions in {passes} passes, at pass "
+                f"{data.get('pass_no') or 1}, do not fit together")
     if data["id"] != folder_name:
         return f"job.json says id {json.dumps(data['id'])[:40]}, but the folder is named {folder_name}"
     return None
@@ -222,12 +228,24 @@ def manifest_problem(entries: Any, positions: int) -> str | None:
     return None
 
 
-def plan_problem(plan: Any, positions: int) -> str | None:
-    """What is wrong with ``plan.json``'s content for a job of ``positions``, or None."""
+def plan_sizes(data: dict[str, Any]) -> tuple[int, ...]:
+    """How many positions ``plan.json`` may hold for the job record ``data``: all of them; for
+    a scan of several passes, those of the passes planned so far (the current pass is planned
+    when its capture begins: before that the plan ends with the pass before)."""
+    positions, passes = int(data["positions"]), int(data.get("passes") or 1)
+    if passes <= 1:
+        return (positions,)
+    each, current = positions // passes, int(data.get("pass_no") or 1)
+    return (each * current, each * (current - 1))
+
+
+def plan_problem(plan: Any, data: dict[str, Any]) -> str | None:
+    """What is wrong with ``plan.json``'s content for the job record ``data``, or None."""
     if not isinstance(plan, list):
         return f"plan.json holds {_kind(plan)} instead of a list of positions"
-    if len(plan) != positions:
-        return f"plan.json has {len(plan)} positions, the job {positions}"
+    sizes = plan_sizes(data)
+    if len(plan) not in sizes:
+        return f"plan.json has {len(plan)} positions, the job {sizes[0]}"
     for number, pos in enumerate(plan, 1):
         if not isinstance(pos, dict) or not all(_is_number(pos.get(k)) for k in ("rotor",
                                                                                "turntable")):
@@ -258,7 +276,7 @@ def check_folder(folder: Path, root: Path) -> tuple[dict[str, Any], list[dict[st
     if "plan.json" in reads and (folder / "plan.json").exists():
         fix = (f"delete plan.json (`openscan-pi retry {folder.name}` makes a new one and keeps "
                f"the photos taken), or {away}")
-        problem = plan_problem(read_json_file(folder, "plan.json", fix), data["positions"])
+        problem = plan_problem(read_json_file(folder, "plan.json", fix), data)
         if problem:
             raise BrokenJobError(BrokenJob(folder, problem, fix))
     return data, entries

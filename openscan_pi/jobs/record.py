@@ -40,6 +40,10 @@ class JobRecord:
     created: float
     updated: float
     stack: int = 1
+    #: passes of the scan (``positions`` counts them all: ``positions // passes`` each)
+    passes: int = 1
+    #: the pass being captured, or the next one while ``waiting`` (from 1)
+    pass_no: int = 1
     captured: int = 0
     bytes_total: int = 0
     bytes_uploaded: int = 0

@@ -66,7 +66,7 @@ def read_plan(job: Job) -> list[dict[str, Any]] | None:
         plan = read_json(job.folder / "plan.json")
     except (OSError, ValueError):
         return None
-    return None if plan_problem(plan, int(job.data["positions"])) else plan
+    return None if plan_problem(plan, job.data) else plan
 
 
 def photos_on_disk(job: Job, plan: list[dict[str, Any]] | None,

@@ -1,8 +1,9 @@
 """The job state machine: one table of allowed transitions, with named groups of states.
 
 ``queued → scanning → uploading → processing → downloading → done``, plus ``failed`` (kept with its
-images; ``retry`` resumes it from its last durable step), ``cancelled``, and ``paused`` (a scan
-stopped at a position by ``pause`` until ``continue``). The finer step (homing, capturing
+images; ``retry`` resumes it from its last durable step), ``cancelled``, ``paused`` (a scan
+stopped at a position by ``pause`` until ``continue``) and ``waiting`` (between the passes of a
+scan, until ``continue``). The finer step (homing, capturing
 37/100, waiting for "processing started", ...) lives in the job's ``step`` field, never in
 ``state`` (the socket contract lists the states).
 """
@@ -18,6 +19,7 @@ class JobState(StrEnum):
     QUEUED = "queued"
     SCANNING = "scanning"
     PAUSED = "paused"
+    WAITING = "waiting"
     UPLOADING = "uploading"
     PROCESSING = "processing"
     DOWNLOADING = "downloading"
@@ -31,9 +33,11 @@ S = JobState
 #: The one transition table: state -> the states it may go to.
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     S.QUEUED: frozenset({S.SCANNING, S.UPLOADING, S.PAUSED, S.FAILED, S.CANCELLED}),
-    S.SCANNING: frozenset({S.UPLOADING, S.PAUSED, S.FAILED, S.CANCELLED}),
+    S.SCANNING: frozenset({S.UPLOADING, S.PAUSED, S.WAITING, S.FAILED, S.CANCELLED}),
     # pause: a scan stopped at a position by the user, until `continue`
     S.PAUSED: frozenset({S.SCANNING, S.FAILED, S.CANCELLED}),
+    # between the passes of a scan: the user turns the object over, then `continue`
+    S.WAITING: frozenset({S.SCANNING, S.FAILED, S.CANCELLED}),
     S.UPLOADING: frozenset({S.PROCESSING, S.FAILED, S.CANCELLED}),
     S.PROCESSING: frozenset({S.DOWNLOADING, S.FAILED, S.CANCELLED}),
     S.DOWNLOADING: frozenset({S.DONE, S.FAILED, S.CANCELLED}),
@@ -48,7 +52,7 @@ ACTIVE = frozenset({S.QUEUED, S.SCANNING, S.UPLOADING, S.PROCESSING, S.DOWNLOADI
 #: A job in one of these needs nothing more (``failed`` can still be retried).
 FINISHED = frozenset({S.DONE, S.FAILED, S.CANCELLED})
 #: A job in one of these waits for the user (``continue``) and is not run until then.
-HELD = frozenset({S.PAUSED})
+HELD = frozenset({S.PAUSED, S.WAITING})
 # Which resource a state needs is the lifecycle's to say (jobs/lifecycle.py: needs).
 
 

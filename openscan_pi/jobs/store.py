@@ -259,7 +259,7 @@ class JobStore:
     def __init__(self, data_dir: Path) -> None:
         self.root = data_dir / "jobs"
 
-    def create(self, *, positions: int, project: str | None, stack: int,
+    def create(self, *, positions: int, project: str | None, stack: int, passes: int = 1,
                source: Path | None = None, transfer: dict[str, Any] | None = None) -> Job:
         """A new queued job, on disk before it is returned: a scan of ``positions``, or, with
         ``source``, the upload of that folder or zip (of ``positions`` photos; ``transfer``: a
@@ -285,6 +285,8 @@ class JobStore:
                 "positions": positions, "stack": stack, "captured": 0, "bytes_total": 0,
                 "bytes_uploaded": 0, "cloud_status": None, "model_dir": None, "error": None,
                 "step": None, "created": now, "updated": now, "version": RECORD_VERSION}
+        if passes > 1:
+            data.update(passes=passes, pass_no=1)
         if source is not None:
             data.update(source=str(source), captured=positions)
         if transfer is not None:
