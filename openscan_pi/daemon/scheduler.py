@@ -2,8 +2,9 @@
 
 The rig runs in a worker process of its own (:class:`~openscan_pi.rig.remote.RemoteRig`), driven
 from one thread (the rig's half, :mod:`.rig_side`): it scans one job at a time, and runs the
-hand-driven rig commands between scans. A worker that dies or exceeds a bound is killed and started again, and the scan continues
-at the first position missing from its manifest (``rig.max_restarts`` times per scan).
+hand-driven rig commands between scans. A worker that dies or exceeds a bound is killed and
+started again, and the scan continues at the first position missing from its manifest
+(``rig.max_restarts`` times per scan).
 
 As soon as a job's captures are on disk it goes to a transfer worker (at most
 ``daemon.max_transfers`` at once) and the rig takes the next queued job: a scan never waits on the

@@ -58,8 +58,10 @@ LENS_BLIND_FRAMES = 3
 #: A call waits at least this many frames' exposure for its frame (long exposures).
 EXPOSURE_FRAMES = 4
 #: A picamera2 call past twice its wait plus this (opening, configuring, closing: no wait of
-#: their own) means the camera is wedged (:attr:`Picamera2Camera.watch` says so).
-WEDGED_MARGIN_S = 5.0
+#: their own) means the camera is wedged: :attr:`Picamera2Camera.watch` says so, the worker's
+#: beats carry it, and the daemon names the call when it kills the worker (at the capture's
+#: bound, which is longer).
+WEDGED_MARGIN_S = 1.0
 NO_FRAME = "check the camera's ribbon cable and the power supply"
 OLD_PICAMERA2 = ("picamera2 before 0.3.20 cannot time out a stalled camera (then only the daemon "
                  "ends the wait, by restarting the rig worker): `sudo apt install "

@@ -319,7 +319,11 @@ class RemoteRig:
             return reply.result
 
     def _lose(self, proc: _Process, why: str) -> None:
-        """Kill the worker; the next call starts another."""
+        """Kill the worker; the next call starts another. What its last beat said the camera
+        was stuck in (its call watch) is part of the reason."""
+        stuck = self.state.get("stuck")
+        if stuck:
+            why = f"{why} ({stuck})"
         log.error("rig worker %d %s: killed, the next rig call starts another", proc.pid, why)
         proc.kill(why)
         self.restarts += 1

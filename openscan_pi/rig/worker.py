@@ -71,10 +71,17 @@ def leave_within(seconds: float) -> None:
 
 
 def rig_state(rig: Rig) -> dict[str, Any]:
-    """Where the axes are and whether the light is on (what the daemon's status shows)."""
+    """Where the axes are and whether the light is on (what the daemon's status shows), and,
+    when the camera is in a library call past its bound, which (its call watch, read here so
+    that the daemon can say it when it kills a worker wedged in that call)."""
     rotor, turntable = rig.angles()
-    return {"rotor": round(rotor, 3), "turntable": round(turntable, 3), "light": rig.light.is_on,
-            "brightness": rig.light.brightness}
+    state = {"rotor": round(rotor, 3), "turntable": round(turntable, 3),
+             "light": rig.light.is_on, "brightness": rig.light.brightness}
+    watch = getattr(rig.camera, "watch", None)
+    stuck = watch.overdue() if watch is not None else None
+    if stuck:
+        state["stuck"] = stuck
+    return state
 
 
 def open_rig(cfg: Config) -> tuple[Rig, dict[str, Any]]:

@@ -91,10 +91,12 @@ def test_a_stalled_camera_fails_the_job_at_its_position_and_retry_goes_on_there(
 
 
 def test_a_camera_wedged_past_its_bound_restarts_the_worker_and_the_watchdog_stays_fed(
-        short_dir: Path, picamera2: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> None:
+        short_dir: Path, picamera2: Callable[..., Path], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
     """picamera2 before 0.3.20 ignores wait=SECONDS, so a stalled capture never returns: past
     its bound the worker is killed and started again, the scan goes on where it was, and the
-    daemon stays healthy (the watchdog is fed; STATUS= says the camera restarts)."""
+    daemon stays healthy (the watchdog is fed; STATUS= says the camera restarts). The log names
+    the camera call the worker was stuck in (its beats carry the camera's call watch)."""
     receiver = NotifyReceiver(short_dir / "notify")
     monkeypatch.setenv("NOTIFY_SOCKET", str(receiver.path))
     monkeypatch.setenv("WATCHDOG_USEC", "100000")  # fed every 0.05 s
@@ -110,6 +112,8 @@ def test_a_camera_wedged_past_its_bound_restarts_the_worker_and_the_watchdog_sta
             record = json.loads((service.cfg.data_dir / "jobs" / job["id"] / "job.json")
                                 .read_text())
             assert record["rig_restarts"] == 1
+            killed = [r.getMessage() for r in caplog.records if "killed" in r.getMessage()]
+            assert any("has not returned for" in m and "capture" in m for m in killed), killed
     finally:
         receiver.close()
     pings = [t for t, m in list(receiver.messages) if m == "WATCHDOG=1"]
