@@ -74,8 +74,10 @@ def _fault(index: int) -> None:
 class SimulatedCamera:
     """A camera that renders the scene from the rig's angles instead of photographing it.
 
-    It reports ``has_autofocus`` True so focus stacks run as on a Camera Module 3; the lens
-    position is only recorded (in the :class:`~openscan_pi.rig.camera.Shot` and the EXIF).
+    It reports ``has_autofocus`` True so focus stacks run as on a Camera Module 3. A capture
+    with a lens position is rendered with that focus (:mod:`openscan_pi.sim.depth`: depth of
+    field on the sphere's real depth, and the lens's change of magnification); without one the
+    camera "focused by itself" and every pixel is sharp.
 
     Example::
 
@@ -95,7 +97,7 @@ class SimulatedCamera:
         so that an idle daemon holding this camera open stays small."""
         gains = self.cfg.colour_gains
         return {"backend": self.name, "model": MODEL, "resolution": [self.width, self.height],
-                "has_autofocus": True, "focus": "simulated: lens positions are recorded only",
+                "has_autofocus": True, "focus": "simulated: depth of field from the lens position",
                 "exposure_us": self.cfg.exposure_us or SIM_EXPOSURE_US,
                 "analogue_gain": self.cfg.analogue_gain or 1.0,
                 "colour_gains": list(gains) if gains else [1.0, 1.0],
@@ -121,7 +123,13 @@ class SimulatedCamera:
         from PIL import Image
 
         frame = Image.new("RGB", (self.width, self.height))
-        for top, strip in render_strips(self.width, self.height, rotor, turntable):
+        if lens_position is None:
+            strips = render_strips(self.width, self.height, rotor, turntable)
+        else:
+            from openscan_pi.sim.depth import render_focused_strips
+
+            strips = render_focused_strips(self.width, self.height, rotor, turntable, lens_position)
+        for top, strip in strips:
             frame.paste(Image.fromarray(strip), (0, top))
         exif = exif_bytes(orientation=self.cfg.orientation, rotor=rotor, turntable=turntable,
                           index=index, lens_position=lens_position, make=MAKE, model=MODEL)
@@ -147,28 +155,57 @@ def render(width: int, height: int, rotor: float, turntable: float) -> Any:
     return out
 
 
+#: The lens's view as ``(magnification, shift x, shift y)``: a scene point drawn at ``(u, v)``
+#: pixels from the image centre with ``NO_VIEW`` is drawn at ``(m u + sx, m v + sy)``.
+NO_VIEW = (1.0, 0.0, 0.0)
+
+
 def render_strips(width: int, height: int, rotor: float, turntable: float,
-                  rows: int = STRIP_ROWS) -> Iterator[tuple[int, Any]]:
+                  rows: int = STRIP_ROWS,
+                  view: tuple[float, float, float] = NO_VIEW) -> Iterator[tuple[int, Any]]:
     """The scene from top to bottom as ``(first row, (n, width, 3) uint8 RGB array)`` strips of
     at most ``rows`` rows. Only the texture is kept between frames; the geometry of a strip is
-    computed when it is drawn, so memory stays at one strip's worth whatever the resolution."""
-    texture, tex_w, tex_h = _texture(_texture_width(height))
-    rotation = _rotation(rotor, turntable)
+    computed when it is drawn, so memory stays at one strip's worth whatever the resolution.
+    ``view`` is the lens's magnification and shift (see :data:`NO_VIEW`)."""
     for top in range(0, height, rows):
-        yield top, _strip(width, height, top, min(height, top + rows), rotation, texture, tex_w, tex_h)
+        yield top, render_rows(width, height, top, min(height, top + rows), rotor, turntable, view)
+
+
+def render_rows(width: int, height: int, top: int, bottom: int, rotor: float, turntable: float,
+                view: tuple[float, float, float] = NO_VIEW) -> Any:
+    """Rows ``top`` to ``bottom`` of the scene (see :func:`render_strips`)."""
+    texture, tex_w, tex_h = _texture(_texture_width(height))
+    return _strip(width, height, top, bottom, _rotation(rotor, turntable), texture, tex_w, tex_h,
+                  view)
+
+
+def pixel_rays(width: int, height: int, top: int, bottom: int,
+               view: tuple[float, float, float] = NO_VIEW) -> tuple[Any, Any]:
+    """The viewing rays of rows ``top`` to ``bottom``: ``(xs, ys)``, float32, the ray of pixel
+    ``(row, col)`` being ``(xs[col], ys[row - top], -1)`` from the camera at the origin."""
+    import numpy as np
+
+    magnify, shift_x, shift_y = view
+    focal = np.float32(FOCAL * height * magnify)
+    xs = (np.arange(width, dtype=np.float32) + np.float32(0.5 - width / 2 - shift_x)) / focal
+    ys = -(np.arange(top, bottom, dtype=np.float32) + np.float32(0.5 - height / 2 - shift_y)) / focal
+    return xs, ys
+
+
+def sphere_radius(height: int) -> float:
+    """The sphere's radius (scene units; the camera is :data:`DISTANCE` from its centre)."""
+    tangent = OUTLINE_FRACTION * height / 2 / (FOCAL * height)
+    return DISTANCE * tangent / math.sqrt(1 + tangent * tangent)
 
 
 def _strip(width: int, height: int, top: int, bottom: int, rotation: Any, texture: Any,
-           tex_w: int, tex_h: int) -> Any:
+           tex_w: int, tex_h: int, view: tuple[float, float, float] = NO_VIEW) -> Any:
     """Rows ``top`` to ``bottom`` of the frame: the background, and the sphere's pixels looked
     up in the texture by their normal turned by ``rotation`` and shaded by the ring light."""
     import numpy as np
 
-    focal = FOCAL * height
-    tangent = OUTLINE_FRACTION * height / 2 / focal
-    radius = DISTANCE * tangent / math.sqrt(1 + tangent * tangent)
-    xs = (np.arange(width, dtype=np.float32) + np.float32(0.5 - width / 2)) / np.float32(focal)
-    ys = -(np.arange(top, bottom, dtype=np.float32) + np.float32(0.5 - height / 2)) / np.float32(focal)
+    radius = sphere_radius(height)
+    xs, ys = pixel_rays(width, height, top, bottom, view)
     out = _background(width, height, top, bottom)
     # Ray from the camera (origin) along (x, y, -1); sphere centred at (0, 0, -DISTANCE).
     norm2 = xs[None, :] ** 2 + ys[:, None] ** 2 + np.float32(1)
