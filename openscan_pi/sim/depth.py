@@ -29,7 +29,7 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
-from openscan_pi.sim.camera import DISTANCE, pixel_rays, render_rows, render_strips, sphere_radius
+from openscan_pi.sim.scene import DISTANCE, pixel_rays, render_rows, render_strips, sphere_radius
 
 #: Metres per scene unit: the sphere's near side is then at about 0.18 m (5.6 dioptres).
 METRES_PER_UNIT = 1 / 14
@@ -93,7 +93,7 @@ def render_focused_strips(width: int, height: int, rotor: float, turntable: floa
                           rows: int = STRIP_ROWS) -> Iterator[tuple[int, Any]]:
     """The scene seen with the lens at ``lens_position`` dioptres, from top to bottom, as
     ``(first row, (n, width, 3) uint8 RGB array)`` strips (as
-    :func:`openscan_pi.sim.camera.render_strips` gives the sharp scene)."""
+    :func:`openscan_pi.sim.scene.render_strips` gives the sharp scene)."""
     import numpy as np
 
     scale = height / REFERENCE_HEIGHT
@@ -103,7 +103,7 @@ def render_focused_strips(width: int, height: int, rotor: float, turntable: floa
     for top in range(0, height, rows):
         bottom = min(height, top + rows)
         above, below = max(0, top - margin), min(height, bottom + margin)
-        sharp = render_rows(width, height, above, below, rotor, turntable, view)
+        sharp = render_rows(width, height, above, below, rotor, turntable, view, smooth=True)
         sigma = blur_sigma(depth_dioptres(width, height, top, bottom, view), lens_position, height)
         # Each pixel between the two levels around its blur, linearly: position p in the list.
         where = np.interp(sigma, levels, np.arange(len(levels), dtype=np.float32)).astype(np.float32)
@@ -126,7 +126,8 @@ def render_sharp(width: int, height: int, rotor: float, turntable: float,
 
     out = np.empty((height, width, 3), dtype=np.uint8)
     view = lens_view(width, height, lens_position)
-    for top, strip in render_strips(width, height, rotor, turntable, rows=STRIP_ROWS, view=view):
+    for top, strip in render_strips(width, height, rotor, turntable, rows=STRIP_ROWS, view=view,
+                                    smooth=True):
         out[top:top + strip.shape[0]] = strip
     return out
 
