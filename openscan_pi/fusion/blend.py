@@ -24,8 +24,9 @@ PRE_SIGMA = 1.0
 ENERGY_SIGMA = 8.0
 #: The smoothing (Gaussian sigma, pixels) of the per-pixel choices into weights.
 WEIGHT_SIGMA = 4.0
-#: Rows above and below a strip that its filters reach (3 sigma of each, and the Laplacian).
-MARGIN = math.ceil(3 * (PRE_SIGMA + ENERGY_SIGMA + WEIGHT_SIGMA)) + 2
+#: Rows above and below a strip that its filters reach: 4 sigma of each Gaussian (where OpenCV
+#: cuts a float kernel), and the Laplacian's row.
+MARGIN = math.ceil(4 * (PRE_SIGMA + ENERGY_SIGMA + WEIGHT_SIGMA)) + 2
 #: Pixels of a strip with its margins (bounds the memory of the fusion whatever the resolution).
 STRIP_PIXELS = 1 << 20
 

@@ -162,3 +162,30 @@ def _blur(strip: Any, sigma: float) -> Any:
         return strip.astype(np.float32)
     image = Image.fromarray(strip).filter(ImageFilter.GaussianBlur(sigma))
     return np.asarray(image, dtype=np.float32)
+
+
+# -- measures against the ground truth (the benchmark's and the tests') -------------------------
+
+
+def sharpness(image: Any, border: float = 0.05) -> float:
+    """Mean gradient energy (squared differences of neighbouring pixels of the grey image) inside
+    ``border`` (a fraction of each side left out: the edges of warped frames are made up)."""
+    import numpy as np
+
+    grey = _inner(image, border).astype(np.float32).mean(axis=2)
+    dx, dy = np.diff(grey, axis=1)[:-1], np.diff(grey, axis=0)[:, :-1]
+    return float((dx * dx + dy * dy).mean())
+
+
+def psnr(image: Any, truth: Any, border: float = 0.05) -> float:
+    """Peak signal-to-noise ratio (dB) of ``image`` against ``truth`` inside ``border``."""
+    import numpy as np
+
+    error = np.mean((_inner(image, border).astype(np.float64) - _inner(truth, border)) ** 2)
+    return float("inf") if error == 0 else float(10 * np.log10(255.0**2 / error))
+
+
+def _inner(image: Any, border: float) -> Any:
+    height, width = image.shape[:2]
+    top, left = int(border * height), int(border * width)
+    return image[top:height - top, left:width - left]
