@@ -11,7 +11,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from openscan_pi.jobs.state import ACTIVE, FINISHED, TRANSITIONS, BadTransition, JobState, check_transition
+from openscan_pi.jobs.state import (
+    ACTIVE,
+    FINISHED,
+    HELD,
+    TRANSITIONS,
+    BadTransition,
+    JobState,
+    check_transition,
+)
 
 from .conftest import run_cli, start_cli
 
@@ -30,12 +38,13 @@ def scan_config(tmp_path: Path) -> Path:
 
 def test_transition_table() -> None:
     assert set(TRANSITIONS) == set(JobState)
-    assert set(JobState) == ACTIVE | FINISHED and not ACTIVE & FINISHED
+    assert set(JobState) == ACTIVE | FINISHED | HELD
+    assert not ACTIVE & FINISHED and not ACTIVE & HELD and not HELD & FINISHED
     assert check_transition(JobState.QUEUED, JobState.SCANNING)
     assert not check_transition(JobState.SCANNING, JobState.SCANNING)  # a no-op
     with pytest.raises(BadTransition, match="from done to scanning"):
         check_transition(JobState.DONE, JobState.SCANNING)
-    assert all(JobState.CANCELLED in TRANSITIONS[s] for s in ACTIVE)
+    assert all(JobState.CANCELLED in TRANSITIONS[s] for s in ACTIVE | HELD)
 
 
 def test_simulated_scan_to_a_model(scan_config: Path) -> None:
