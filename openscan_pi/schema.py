@@ -278,6 +278,7 @@ class FocusConfig:
     lens_position: float = _field(between(0, 32))  # dioptres (1 / metres), manual mode
     stack: int = _field(between(1, 32))  # lens positions per camera position
     stack_range: tuple[float, ...] = _field(_pair(between(0, 32)))  # dioptres, near..far
+    upload: Literal["fused", "all"] = _field()  # a stack's fused photo, or every frame
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,12 @@ from openscan_pi.jobs.state import TRANSITIONS, JobState
 
 def test_the_steps_in_order_with_their_state_and_resource() -> None:
     assert [(s.name, s.state.value, s.resource.value) for s in STEPS] == [
-        ("capture", "scanning", "rig"), ("upload", "uploading", "network"),
+        ("capture", "scanning", "rig"), ("fuse", "uploading", "fusion"),
+        ("upload", "uploading", "network"),
         ("start", "uploading", "network"), ("poll", "processing", "network"),
         ("download", "downloading", "network")]
-    assert after(step_named("capture")) is step_named("upload")
+    assert after(step_named("capture")) is step_named("fuse")
+    assert after(step_named("fuse")) is step_named("upload")
     assert after(STEPS[-1]) is None and END == JobState.DONE
 
 
@@ -43,7 +45,7 @@ def test_every_move_between_steps_is_one_the_transition_table_allows() -> None:
 
 
 @pytest.mark.parametrize(("state", "step", "resource"), [
-    ("queued", "capture", "rig"), ("scanning", "capture", "rig"), ("uploading", "upload", "network"),
+    ("queued", "capture", "rig"), ("scanning", "capture", "rig"), ("uploading", "fuse", "fusion"),
     ("processing", "poll", "network"), ("downloading", "download", "network"),
     ("done", None, None), ("cancelled", None, None)])
 def test_the_next_step_of_a_record(state: str, step: str | None, resource: str | None) -> None:
@@ -54,7 +56,7 @@ def test_the_next_step_of_a_record(state: str, step: str | None, resource: str |
 
 
 @pytest.mark.parametrize(("resume", "step"), [
-    (None, "capture"), ("scanning", "capture"), ("queued", "capture"), ("uploading", "upload"),
+    (None, "capture"), ("scanning", "capture"), ("queued", "capture"), ("uploading", "fuse"),
     ("processing", "poll"), ("downloading", "download"), ("done", "capture"), ("nonsense", "capture")])
 def test_a_failed_job_goes_back_to_the_step_it_failed_in(resume: str | None, step: str) -> None:
     record = {"state": "failed", "resume_state": resume}
@@ -93,4 +95,22 @@ def test_a_queued_job_may_go_to_its_first_step_whichever_it_is() -> None:
 
 def test_what_each_step_reads_is_checked_before_a_job_is_taken_on() -> None:
     assert {s.name: sorted(s.reads) for s in STEPS if s.reads} == {
-        "capture": ["images/manifest.json", "plan.json"], "upload": ["images/manifest.json"]}
+        "capture": ["images/manifest.json", "plan.json"],
+        "fuse": ["fused/manifest.json", "images/manifest.json"],
+        "upload": ["fused/manifest.json", "images/manifest.json"]}
+
+
+@pytest.mark.parametrize(("record", "step", "resource"), [
+    ({"state": "uploading", "at": "fuse"}, "fuse", "fusion"),
+    ({"state": "uploading", "at": "upload"}, "upload", "network"),
+    ({"state": "uploading", "at": "start"}, "start", "network"),
+    ({"state": "uploading", "at": "capture"}, "fuse", "fusion"),  # not a step of the state
+    ({"state": "uploading", "at": "nonsense"}, "fuse", "fusion"),
+    ({"state": "uploading", "at": "fuse", "source": "/set"}, "upload", "network"),  # not its
+    ({"state": "failed", "resume_state": "uploading", "at": "upload"}, "upload", None),
+])
+def test_steps_sharing_a_state_are_told_apart_by_where_the_job_is(
+        record: dict, step: str, resource: str | None) -> None:
+    found = next_step(record)
+    assert found is not None and found.name == step
+    assert needs(record) == (Resource(resource) if resource else None)

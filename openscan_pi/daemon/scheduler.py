@@ -95,8 +95,10 @@ class Scheduler(RigSide):
         self._rig_task: str | None = None
         self._rig_stop = threading.Event()
         self._rig_thread: threading.Thread | None = None
-        self._transfer_queue: queue.Queue[str | None] = queue.Queue()
-        self._transfer_threads: list[threading.Thread] = []
+        #: the queues of the steps that do not need the rig, each served by its own threads
+        self._queues: dict[Resource, queue.Queue[str | None]] = {
+            Resource.NETWORK: queue.Queue(), Resource.FUSION: queue.Queue()}
+        self._transfer_threads: list[threading.Thread] = []  # every thread of those queues
         self._progress_at = 0.0
         self._lock_fd: int | None = None
         #: The token check before a scan, shared by the scans asked at once (bounded wait).
@@ -119,8 +121,9 @@ class Scheduler(RigSide):
                                             daemon=True)
         self._rig_thread.start()
         ready.result()  # the rig's error, if it cannot be opened
-        for number in range(self.cfg.daemon.max_transfers):
-            thread = threading.Thread(target=self._transfer_main, name=f"transfer-{number}",
+        workers = [(Resource.NETWORK, f"transfer-{n}") for n in range(self.cfg.daemon.max_transfers)]
+        for resource, name in [*workers, (Resource.FUSION, "fusion")]:
+            thread = threading.Thread(target=self._worker_main, args=(resource,), name=name,
                                       daemon=True)
             thread.start()
             self._transfer_threads.append(thread)
@@ -164,8 +167,8 @@ class Scheduler(RigSide):
                 run.stop.set()
         self._rig_stop.set()
         self._rig_queue.put(None)
-        for _ in self._transfer_threads:
-            self._transfer_queue.put(None)
+        for worker in self._transfer_threads:
+            self._queues[Resource.FUSION if worker.name == "fusion" else Resource.NETWORK].put(None)
         deadline = time.monotonic() + timeout
         for thread in [self._rig_thread, *self._transfer_threads]:
             if thread is not None:
@@ -375,8 +378,8 @@ class Scheduler(RigSide):
         resource = needs(job.data)
         if resource == Resource.RIG:
             self._rig_queue.put(job.id)
-        elif resource == Resource.NETWORK:
-            self._transfer_queue.put(job.id)
+        elif resource is not None:
+            self._queues[resource].put(job.id)
 
     def _claim(self, job: Job, resource: Resource) -> _Run | None:
         """Take the job for a worker of ``resource``, unless its next step needs another one, or
@@ -449,19 +452,22 @@ class Scheduler(RigSide):
                 break
             log.warning("job %s: %s; continuing with a new rig worker (restart %d of %d)", job.id,
                         lost, restarts, self.cfg.rig.max_restarts)
-        if needs(job.data) == Resource.NETWORK and not self.stopping.is_set():
-            self._schedule(job)  # its next step needs the network
+        if needs(job.data) not in (None, Resource.RIG) and not self.stopping.is_set():
+            self._schedule(job)  # its next step needs the fusion or the network
 
-    def _transfer_main(self) -> None:
-        while (job_id := self._transfer_queue.get()) is not None:
+    def _worker_main(self, resource: Resource) -> None:
+        """A thread of ``resource``'s queue (the network's: transfers; the fusion's)."""
+        while (job_id := self._queues[resource].get()) is not None:
             if not self.stopping.is_set():
-                self._transfer_job(job_id)
+                self._worker_job(resource, job_id)
 
-    def _transfer_job(self, job_id: str) -> None:
+    def _worker_job(self, resource: Resource, job_id: str) -> None:
         job = self.jobs[job_id]
-        run = self._claim(job, Resource.NETWORK)
+        run = self._claim(job, resource)
         if run is not None:
             self._run(job, run)
+            if needs(job.data) not in (None, resource) and not self.stopping.is_set():
+                self._schedule(job)  # the next step needs another resource
 
     def _fetch_token_info(self) -> TokenInfo:
         """The token's info from the cloud of the current config."""

@@ -13,7 +13,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from openscan_pi.cloud.errors import Cancelled
 from openscan_pi.errors import UserError
@@ -162,7 +162,8 @@ class Paused(Cancelled):
 
 def capture(r: JobRunner) -> None:
     """The capture step: every position not yet in the manifest, on the rig."""
-    from openscan_pi.rig.camera import CameraStalled, lens_positions
+    from openscan_pi.jobs import fuse
+    from openscan_pi.rig.camera import lens_positions
 
     job = r.job
     if r.cfg.camera.backend == "external":
@@ -189,33 +190,13 @@ def capture(r: JobRunner) -> None:
         lenses = lens_positions(r.cfg.camera.focus, bool(info.get("has_autofocus")))
         done = {(c.position, c.shot) for c in job.captures()}
         total = len(positions)
-        for index, pos in enumerate(positions):
-            if all((index, k) in done for k in range(len(lenses))):
-                continue
-            r.check_stop()
-            if job.record.pause_requested:  # pause: stop before this position, light off
-                rig.light.off()
-                raise Paused(f"job {job.id} paused before position {index + 1}/{total}")
-            job.progress(step=f"capturing {index + 1}/{total}")  # the capture is the step
-            began = time.perf_counter()
-            rig.move(rotor=pos["rotor"], turntable=pos["turntable"])
-            r.stop.wait(r.cfg.rig.settle_s * rig.time_scale)
-            timings["motion_s"] += time.perf_counter() - began
-            for shot_no, lens in enumerate(lenses):
-                if (index, shot_no) in done:
-                    continue
-                began = time.perf_counter()
-                name = f"pos{index:04d}_{shot_no}.jpg"
-                try:
-                    shot = rig.capture(job.images / name, index=index, lens_position=lens)
-                except CameraStalled as exc:
-                    raise UserError(_stalled(r, exc, index, total)) from None
-                timings["capture_s"] += time.perf_counter() - began
-                job.add_capture(Capture(position=index, shot=shot_no, file=name,
-                                        size=shot.size, crc32=shot.crc32, rotor=shot.rotor,
-                                        turntable=shot.turntable,
-                                        lens_position=shot.lens_position), **timings)
-            r.emit("scan", done=int(job.data["captured"]), total=total)
+        if job.record.stack != len(lenses) and not job.captures():
+            job.update(stack=len(lenses))  # what a position has with this camera
+        fuse.capture_began(r)
+        try:
+            _capture_positions(r, rig, positions, lenses, done, timings)
+        finally:
+            fuse.capture_ended(r)
         rig.light.off()
     _check_scanned(r, total, len(lenses))
     if job.record.pass_no < job.record.passes:  # the next pass waits for the user
@@ -224,6 +205,45 @@ def capture(r: JobRunner) -> None:
             f"pass {done_pass} of {passes} done: turn the object over, then `openscan-pi "
             f"continue {job.id}`"))
         raise WaitingForUser(str(job.data["step"]))
+
+
+def _capture_positions(r: JobRunner, rig: Any, positions: list[dict[str, float]],
+                       lenses: list[float | None], done: set[tuple[int, int]],
+                       timings: dict[str, float]) -> None:
+    """Photograph every position of ``positions`` that ``done`` lacks, each at ``lenses``."""
+    from openscan_pi.jobs import fuse
+    from openscan_pi.rig.camera import CameraStalled
+
+    job = r.job
+    total = len(positions)
+    for index, pos in enumerate(positions):
+        if all((index, k) in done for k in range(len(lenses))):
+            continue
+        r.check_stop()
+        if job.record.pause_requested:  # pause: stop before this position, light off
+            rig.light.off()
+            raise Paused(f"job {job.id} paused before position {index + 1}/{total}")
+        job.progress(step=f"capturing {index + 1}/{total}")  # the capture is the step
+        began = time.perf_counter()
+        rig.move(rotor=pos["rotor"], turntable=pos["turntable"])
+        r.stop.wait(r.cfg.rig.settle_s * rig.time_scale)
+        timings["motion_s"] += time.perf_counter() - began
+        for shot_no, lens in enumerate(lenses):
+            if (index, shot_no) in done:
+                continue
+            began = time.perf_counter()
+            name = f"pos{index:04d}_{shot_no}.jpg"
+            try:
+                shot = rig.capture(job.images / name, index=index, lens_position=lens)
+            except CameraStalled as exc:
+                raise UserError(_stalled(r, exc, index, total)) from None
+            timings["capture_s"] += time.perf_counter() - began
+            job.add_capture(Capture(position=index, shot=shot_no, file=name,
+                                    size=shot.size, crc32=shot.crc32, rotor=shot.rotor,
+                                    turntable=shot.turntable,
+                                    lens_position=shot.lens_position), **timings)
+        r.emit("scan", done=int(job.data["captured"]), total=total)
+        fuse.position_captured(r, index)
 
 
 def _stalled(r: JobRunner, exc: Exception, index: int, total: int) -> str:

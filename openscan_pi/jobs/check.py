@@ -142,6 +142,7 @@ _FIELDS: dict[str, tuple[bool, Any, str]] = {
     "model_dir": (False, lambda v: isinstance(v, str), "a string"),
     "error": (False, lambda v: isinstance(v, str), "a string"),
     "step": (False, lambda v: isinstance(v, str), "a string"),
+    "at": (False, lambda v: isinstance(v, str) and bool(v), "a step's name"),
     "resume_state": (False, lambda v: v in JobState._value2member_map_, f"one of {_STATES}"),
     "upload_begun": (False, lambda v: isinstance(v, bool), "true or false"),
     "motion_s": (False, _is_number, "a number"),
@@ -279,4 +280,29 @@ def check_folder(folder: Path, root: Path) -> tuple[dict[str, Any], list[dict[st
         problem = plan_problem(read_json_file(folder, "plan.json", fix), data)
         if problem:
             raise BrokenJobError(BrokenJob(folder, problem, fix))
+    if "fused/manifest.json" in reads and (folder / "fused" / "manifest.json").exists():
+        fix = (f"delete the folder fused (`openscan-pi retry {folder.name}` fuses the stacks "
+               f"again), or {away}")
+        problem = fused_problem(read_json_file(folder, "fused/manifest.json", fix),
+                                data["positions"])
+        if problem:
+            raise BrokenJobError(BrokenJob(folder, problem, fix))
     return data, entries
+
+
+def fused_problem(entries: Any, positions: int) -> str | None:
+    """What is wrong with the fused manifest ``entries`` of a job of ``positions``, or None."""
+    name = "fused/manifest.json"
+    if not isinstance(entries, list):
+        return f"{name} holds {_kind(entries)} instead of a list of fused photos"
+    for number, entry in enumerate(entries, 1):
+        if not isinstance(entry, dict):
+            return f"{name}: entry {number} is {_kind(entry)}, not an object"
+        for field in ("position", "size", "crc32"):
+            if not _is_int(entry.get(field)):
+                return f"{name}: entry {number} has no {field} (a whole number from 0)"
+        if not _ENTRY["file"][0](entry.get("file")):
+            return f"{name}: entry {number}: file is not a plain file name"
+        if entry["position"] >= positions:
+            return f"{name}: entry {number} is of position {entry['position'] + 1}, the job has {positions}"
+    return None

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from openscan_pi.cloud.journal import Journal
 from openscan_pi.errors import UserError
-from openscan_pi.jobs import recover
+from openscan_pi.jobs import fuse, recover
 from openscan_pi.jobs.recover import RetryFrom
 from openscan_pi.jobs.state import JobState
 from openscan_pi.jobs.store import Capture, Job
@@ -163,7 +163,10 @@ def _upload_source(r: JobRunner, journal: Journal | None) -> Any:
     if r.job.record.source:
         known = dict((journal.data.get("crc_cache") if journal else None) or {})
         return open_source(r.job.record.source, crc_cache=known, lazy=True)
-    return VirtualZip([c.member(r.job.images) for c in upload_captures(r)])
+    captures = upload_captures(r)
+    if fuse.stacked(r.job) and r.cfg.camera.focus.upload == "fused":
+        return VirtualZip(fuse.fused_members(r.job))  # one all-in-focus photo a position
+    return VirtualZip([c.member(r.job.images) for c in captures])
 
 
 def upload_captures(r: JobRunner) -> list[Capture]:

@@ -52,6 +52,8 @@ class JobRecord:
     error: str | None = None
     #: the finer state shown to clients ("capturing 3/10"), None when the state says it all
     step: str | None = None
+    #: the step of the lifecycle the job is at (steps may share a state): None before the first
+    at: str | None = None
     #: a failed job: the state ``retry`` goes back to
     resume_state: str | None = None
     #: a cancel asked while a worker had the job (it ends cancelled, even across a restart)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from openscan_pi.config import Config
 from openscan_pi.errors import UserError
-from openscan_pi.jobs import capture, cloud_steps
+from openscan_pi.jobs import capture, cloud_steps, fuse
 from openscan_pi.jobs.lifecycle import END, Resource, Step, after, next_step, resume_state
 from openscan_pi.jobs.recover import RetryFrom
 from openscan_pi.jobs.space import DISK_MARGIN, check_free_space, estimated_bytes
@@ -42,6 +42,7 @@ Events = Callable[..., None]
 #: resumable from the job record; a test keeps this and the table in step).
 RUNS: dict[str, Callable[[JobRunner], None]] = {
     "capture": capture.capture,
+    "fuse": fuse.fuse,
     "upload": cloud_steps.upload,
     "start": cloud_steps.start,
     "poll": cloud_steps.poll,
@@ -135,15 +136,20 @@ class JobRunner:
 
         try:
             if self.job.state != step.state:
-                self.job.transition(step.state, step=step.detail)
+                self.job.transition(step.state, step=step.detail, at=step.name)
+            elif self.job.record.at != step.name:
+                self.job.update(at=step.name)
             while (step is not None and (resource is None or step.resource == resource)
                    and step.name != before):
                 self._guard(step)
                 step = after(step)
                 if step is None:
-                    self.job.transition(END, step=None, **spent())
+                    self.job.transition(END, step=None, at=None, **spent())
                 elif step.state != self.job.state:
-                    self.job.transition(step.state, step=step.detail)
+                    self.job.transition(step.state, step=step.detail, at=step.name)
+                else:  # the next step of the same state: where a restart goes on
+                    self.job.update(at=step.name, **({"step": step.detail} if step.detail
+                                                     else {}))
         finally:
             if self._cloud is not None:
                 self._cloud.close()

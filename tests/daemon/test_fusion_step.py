@@ -1,0 +1,106 @@
+"""Focus stacks fused as a job step: behind the capture, in a process of their own, resumable,
+and what is uploaded (one fused photo a position, or every frame). A real daemon on the simulated
+rig (whose camera renders depth of field); the cloud runs in the test."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from openscan_pi.fsutil import read_json
+from openscan_pi.sim.cloud import LocalCloud
+from tests.conftest import cli_env
+from tests.daemon.conftest import DaemonProcess
+
+pytest.importorskip("cv2", reason="OpenCV (the extra 'fusion') is not installed")
+
+STACK = 3
+
+
+@pytest.fixture
+def cloud(tmp_path: Path) -> Iterator[LocalCloud]:
+    with LocalCloud(tmp_path / "cloud", processing_s=0.2) as server:
+        yield server
+
+
+def stacked(make_daemon: Callable[..., DaemonProcess], cloud: LocalCloud,
+            upload: str = "fused") -> DaemonProcess:
+    return make_daemon(cloud=cloud, camera={"resolution": [320, 240], "focus": {
+        "stack": STACK, "stack_range": [2.0, 8.0], "upload": upload}}).start()
+
+
+def archive_names(cloud: LocalCloud) -> list[str]:
+    (name, _), = cloud.state()["projects"].items()
+    with zipfile.ZipFile(cloud.archive_path(name)) as zf:
+        assert zf.testzip() is None
+        return zf.namelist()
+
+
+def test_each_position_is_uploaded_as_one_fused_photo(make_daemon: Callable[..., DaemonProcess],
+                                                      cloud: LocalCloud) -> None:
+    d = stacked(make_daemon, cloud)
+    job = d.call("scan", {"positions": 5})
+    done = d.wait_job(job["id"], {"done", "failed"})
+    assert done["state"] == "done", (done, d.log_text())
+    folder = d.data / "jobs" / job["id"]
+    fused = read_json(folder / "fused" / "manifest.json")
+    assert sorted(e["position"] for e in fused) == list(range(5))
+    for entry in fused:
+        photo = folder / "fused" / entry["file"]
+        assert photo.stat().st_size == entry["size"]
+        assert entry["frames"] == [f"pos{entry['position']:04d}_{k}.jpg" for k in range(STACK)]
+    assert archive_names(cloud) == [f"pos{i:04d}.jpg" for i in range(5)]
+    # the frames stay in the job's folder
+    assert len(list((folder / "images").glob("pos*_*.jpg"))) == 5 * STACK
+    # OpenCV and numpy stayed out of the daemon: the fusion ran in a process of its own
+    maps = Path(f"/proc/{d.proc.pid}/maps").read_text() if d.proc else ""
+    assert "cv2" not in maps and "numpy" not in maps
+
+
+def test_upload_all_sends_every_frame(make_daemon: Callable[..., DaemonProcess],
+                                      cloud: LocalCloud) -> None:
+    d = stacked(make_daemon, cloud, upload="all")
+    job = d.call("scan", {"positions": 2})
+    assert d.wait_job(job["id"], {"done", "failed"})["state"] == "done", d.log_text()
+    assert sorted(archive_names(cloud)) == sorted(f"pos{i:04d}_{k}.jpg" for i in range(2)
+                                                  for k in range(STACK))
+
+
+def test_kill_9_while_fusing_then_the_next_daemon_fuses_what_is_left(
+        make_daemon: Callable[..., DaemonProcess], cloud: LocalCloud) -> None:
+    d = stacked(make_daemon, cloud)
+    job = d.call("scan", {"positions": 6})
+    d.wait(lambda s: (s["job"] or {}).get("captured", 0) >= 3)
+    d.kill()  # the fusion process finishes what it was given and goes
+    d.start()
+    done = d.wait_job(job["id"], {"done", "failed"})
+    assert done["state"] == "done", (done, d.log_text())
+    folder = d.data / "jobs" / job["id"] / "fused"
+    fused = read_json(folder / "manifest.json")
+    assert sorted(e["position"] for e in fused) == list(range(6))  # each once
+    assert not [p for p in folder.iterdir() if p.name.startswith(".") and p.name != ".lock"]
+    assert archive_names(cloud) == [f"pos{i:04d}.jpg" for i in range(6)]
+
+
+def test_the_fusion_process_fuses_again_only_a_photo_that_went_missing(
+        make_daemon: Callable[..., DaemonProcess], cloud: LocalCloud) -> None:
+    d = stacked(make_daemon, cloud)
+    job = d.call("scan", {"positions": 3})
+    assert d.wait_job(job["id"], {"done", "failed"})["state"] == "done"
+    folder = d.data / "jobs" / job["id"]
+    kept = (folder / "fused" / "pos0000.jpg").stat().st_mtime_ns
+    (folder / "fused" / "pos0001.jpg").unlink()
+    proc = subprocess.run([sys.executable, "-m", "openscan_pi.fusion.worker", str(folder),
+                           "--stack", str(STACK)], capture_output=True, text=True, timeout=120,
+                          env=cli_env())
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["fused position 2: 3 stacks"]
+    assert (folder / "fused" / "pos0001.jpg").is_file()
+    assert (folder / "fused" / "pos0000.jpg").stat().st_mtime_ns == kept
+    fused = read_json(folder / "fused" / "manifest.json")
+    assert sorted(e["position"] for e in fused) == [0, 1, 2]
