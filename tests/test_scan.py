@@ -96,3 +96,26 @@ def test_interrupted_scan_continues_at_the_first_missing_position(scan_config: P
     assert len(after) == 30
     assert {k: after[k] for k in before} == before  # nothing captured twice or lost
     assert sorted(p.name for p in (job_dir / "images").iterdir()) == sorted([*after, "manifest.json"])
+
+
+@pytest.mark.parametrize(("upload", "refused"), [("fused", False), ("all", True)])
+def test_the_token_check_counts_the_photos_that_go_up(tmp_path: Path, upload: str,
+                                                      refused: bool) -> None:
+    # 100 positions x a stack of 5: fused, 100 photos go up; all, 500 (the token allows 300)
+    from openscan_pi.cloud.api import TokenInfo
+    from openscan_pi.config import load_config
+    from openscan_pi.errors import UserError
+    from openscan_pi.jobs.runner import preflight
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"daemon": {"data_dir": str(tmp_path / "data")},
+                                    "cloud": {"token": "t"}, "camera": {
+                                        "resolution": [640, 480],
+                                        "focus": {"stack": 5, "upload": upload}}}))
+    cfg = load_config(path, env={})
+    info = TokenInfo(credit=10**12, limit_filesize=10**12, limit_photos=300)
+    if refused:
+        with pytest.raises(UserError, match="the set has 500 photos; the token allows 300"):
+            preflight(cfg, 100, token_info=lambda: info)
+    else:
+        assert preflight(cfg, 100, token_info=lambda: info) == []

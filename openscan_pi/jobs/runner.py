@@ -76,6 +76,9 @@ def preflight(cfg: Config, positions: int, *,
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     check_free_space(cfg.data_dir, need * DISK_MARGIN)
     photos = positions * cfg.camera.focus.stack
+    if cfg.camera.focus.stack > 1 and cfg.camera.focus.upload == "fused":
+        # one fused photo a position goes up (the frames stay on disk)
+        need, photos = need // cfg.camera.focus.stack, positions
     if not cfg.cloud.token:
         raise UserError("no token: set cloud.token in the config or $OPENSCAN_PI_TOKEN (a private "
                         "token comes from cloud@openscan.eu), then scan")
