@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from openscan_pi.rig.camera import Shot, exif_bytes, write_photo
+from openscan_pi.rig.preview import Preview, preview_of_rgb, preview_size
 from openscan_pi.schema import CameraConfig
 
 MAKE = "OpenScan"
@@ -128,6 +129,15 @@ class SimulatedCamera:
         buffer = io.BytesIO()
         frame.save(buffer, format="JPEG", quality=self.cfg.jpeg_quality, exif=exif)
         return buffer.getvalue()
+
+    def preview(self, *, rotor: float, turntable: float,
+                lens_position: float | None = None) -> Preview:
+        """What the camera sees at these angles, rendered at the preview's size (whatever
+        ``camera.resolution``: tens of milliseconds once the texture of that size is made)."""
+        width, height = preview_size(self.width, self.height)
+        return preview_of_rgb(render(width, height, rotor, turntable),
+                              exposure_us=self.cfg.exposure_us or SIM_EXPOSURE_US,
+                              gain=self.cfg.analogue_gain or 1.0, lens_position=lens_position)
 
     def close(self) -> None:
         """Let the texture go (24 MB at 12 MP): a closed camera holds nothing; the next one to
