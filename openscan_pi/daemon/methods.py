@@ -160,8 +160,14 @@ def make_methods(scheduler: Scheduler) -> dict[str, Handler]:
         job_id = str(p.name("job", job_problem, required=True))
         return await asyncio.to_thread(scheduler.retry, job_id)
 
+    #: The preview being taken, by lens position: a request meanwhile shares its answer (a
+    #: preview is what the camera sees now; the web page and a `preview --watch` ask at once).
+    previewing: dict[float | None, asyncio.Future[Any]] = {}
+
     async def on_rig(name: str, conn: Connection, call: Any) -> Any:
         log.info("rig %s asked by %s", name, conn.peer)
+        while previewing:  # short and bounded: a command typed while a preview is watched waits
+            await asyncio.wait(list(previewing.values()))
         return await asyncio.wrap_future(scheduler.rig_call(name, call))
 
     def angles(rig: RemoteRig) -> dict[str, float]:
@@ -208,10 +214,6 @@ def make_methods(scheduler: Scheduler) -> dict[str, Handler]:
         p = Params(params, ("lens_position",))
         lens = p.number("lens_position", 0.0, 100.0)
         return await on_rig("capture", conn, lambda rig: _capture(rig, lens))
-
-    #: The preview being taken, by lens position: a request meanwhile shares its answer (a
-    #: preview is what the camera sees now; the web page and a `preview --watch` ask at once).
-    previewing: dict[float | None, asyncio.Future[Any]] = {}
 
     async def preview(params: dict[str, Any], conn: Connection) -> Any:
         p = Params(params, ("lens_position",))

@@ -5,12 +5,15 @@ rig worker's process)."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -157,3 +160,20 @@ def test_a_preview_wedged_past_its_bound_restarts_the_worker(
         assert rig.restarts == 1
         again: dict[str, Any] = call(service, "preview")  # a new worker, its camera fresh
         assert rig.pid != pid and again["width"] == first["width"] == 320
+
+
+def test_a_rig_command_asked_during_a_preview_waits_for_it_rather_than_being_refused(
+        short_dir: Path, picamera2: Callable[..., Path]) -> None:  # noqa: F811
+    """`move` typed in one terminal while `preview --watch` runs in another: the preview under
+    way is short and bounded, so the move waits for its end instead of "the rig is busy"."""
+    picamera2(frame_s=0.5)  # a frame every half second: a preview is under way for that long
+    cfg = camera_config(short_dir)
+    cfg = dataclasses.replace(cfg, camera=dataclasses.replace(cfg.camera, timeout_s=5.0))
+    with service_in_thread(cfg) as service, ThreadPoolExecutor(1) as pool:
+        previewing = pool.submit(call, service, "preview")
+        deadline = time.monotonic() + WAIT_S
+        while call(service, "status")["rig"]["task"] != "preview":  # the preview has the rig
+            assert time.monotonic() < deadline and not previewing.done(), "no preview under way"
+        moved = call(service, "rig.move", {"turntable": 30})
+        assert moved["turntable"] == pytest.approx(30.0, abs=0.2)
+        assert previewing.result(WAIT_S)["width"] == 320
