@@ -3,9 +3,15 @@ on its double (which stalls as the real one does), and ``preview`` without a dae
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
+import os
+import pty
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +28,7 @@ from tests import fake_picamera2 as fake
 from tests.fake_picamera2 import FakePicamera2Module
 from tests.test_picam import camera_cfg, names, open_camera
 
-from .conftest import run_cli
+from .conftest import cli_env, run_cli
 
 BASE = load_config(None, env={}).camera
 
@@ -185,3 +191,35 @@ def test_preview_refuses_an_out_it_cannot_write(sim_config: Path, tmp_path: Path
                            f"{tmp_path / 'preview.jpg'}\n")
     proc = run_cli("--config", str(sim_config), "preview", "--out", str(tmp_path / "no" / "p.jpg"))
     assert proc.returncode == 1 and "does not exist: create it" in proc.stderr
+
+
+def test_watch_on_a_terminal_rewrites_one_line_until_ctrl_c(sim_config: Path, tmp_path: Path
+                                                            ) -> None:
+    """Without a daemon (the rig opened by the command) and on a terminal: each refresh rewrites
+    the line; Ctrl-C ends it with exit status 0, a newline, no traceback."""
+    out = tmp_path / "view.jpg"
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "openscan_pi", "--config", str(sim_config),
+                             "preview", "--watch", "--out", str(out)], stdout=secondary,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=cli_env())
+    os.close(secondary)
+    seen = b""
+    try:
+        while seen.count(b"\r\x1b[K") < 2:  # two refreshes drawn
+            chunk = os.read(primary, 4096)
+            assert chunk, proc.stderr.read() if proc.stderr else ""
+            seen += chunk
+        proc.send_signal(signal.SIGINT)
+        _, errors = proc.communicate(timeout=60)
+        with contextlib.suppress(OSError):  # the terminal's end: EIO once the writer has gone
+            while chunk := os.read(primary, 4096):
+                seen += chunk
+    finally:
+        os.close(primary)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0 and errors == b""
+    assert seen.endswith(b"\r\n") and b"\n" not in seen[:-2]  # one line, rewritten
+    assert seen.split(b"\r\x1b[K")[1].startswith(b"focus ")
+    assert decode(out.read_bytes()).size == (640, 480)

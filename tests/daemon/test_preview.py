@@ -177,3 +177,35 @@ def test_a_rig_command_asked_during_a_preview_waits_for_it_rather_than_being_ref
         moved = call(service, "rig.move", {"turntable": 30})
         assert moved["turntable"] == pytest.approx(30.0, abs=0.2)
         assert previewing.result(WAIT_S)["width"] == 320
+
+
+def test_watch_goes_on_after_a_refresh_refused_for_another_command(
+        make_daemon: Callable[..., DaemonProcess], tmp_path: Path) -> None:
+    """A preview asked while a hand-driven command has the rig (a `calibrate` turn of seconds) is
+    refused "the rig is busy (turn)"; `--watch` skips that refresh and shows the next one."""
+    daemon = make_daemon(rig={"sim_time_scale": 1.0}).start()
+    out = tmp_path / "p.jpg"
+    with ThreadPoolExecutor(1) as pool:
+        turning = pool.submit(daemon.call, "rig.turn", {"axis": "turntable", "degrees": 3600})
+        deadline = time.monotonic() + WAIT_S
+        while daemon.call("status")["rig"]["task"] != "turn":
+            assert time.monotonic() < deadline and not turning.done(), "the turn never began"
+        with pytest.raises(DaemonError, match=r"^the rig is busy \(turn\)"):
+            daemon.call("preview")  # what the watch meets first
+        watch = subprocess.Popen([sys.executable, "-m", "openscan_pi", "--config",
+                                  str(daemon.config), "preview", "--watch", "--out", str(out)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 env=cli_env(), stdin=subprocess.DEVNULL)
+        try:
+            assert watch.stdout is not None
+            assert not turning.done()  # the watch starts while the turn (6.4 s) has the rig
+            first = watch.stdout.readline()
+            assert first.startswith("focus "), watch.stderr.read() if watch.stderr else ""
+            turning.result(WAIT_S)
+            watch.send_signal(signal.SIGINT)
+            _, errors = watch.communicate(timeout=WAIT_S)
+        finally:
+            if watch.poll() is None:
+                watch.kill()
+                watch.wait()
+    assert watch.returncode == 0 and errors == ""
