@@ -26,6 +26,9 @@ from openscan_pi.daemon.client import DaemonError
 from openscan_pi.errors import InputError
 from openscan_pi.fsutil import atomic_write_bytes
 
+#: How long the daemon may take to answer, beyond the camera's own bound (the rig worker's start,
+#: its margin, a busy machine).
+ANSWER_S = 30.0
 #: Seconds between the starts of two previews with ``--watch``.
 WATCH_INTERVAL_S = 0.5
 #: The start of the refusal of a rig call while the rig does another short hand-driven task (a
@@ -67,6 +70,10 @@ def _source(args: argparse.Namespace, cfg: Config) -> Iterator[Callable[[], dict
     client = daemon_for(args, cfg)
     if client is not None:
         with client:
+            # A stalled camera is told after the preview's bound (its tries, each camera.timeout_s):
+            # waited for, so the user reads why rather than "did not answer in time".
+            cam = cfg.camera
+            client.sock.settimeout(ANSWER_S + cam.timeout_s * (cam.retries + 1) + cam.settle_s)
             yield lambda: client.call("preview", params)
         return
     from openscan_pi.rig.rig import Rig

@@ -179,6 +179,22 @@ def test_a_rig_command_asked_during_a_preview_waits_for_it_rather_than_being_ref
         assert previewing.result(WAIT_S)["width"] == 320
 
 
+def test_previews_asked_at_once_share_one_frame(
+        short_dir: Path, picamera2: Callable[..., Path]) -> None:  # noqa: F811
+    """The web page and a `preview --watch` ask at the same time: one frame answers both (the
+    second is not refused "the rig is busy (preview)")."""
+    picamera2(frame_s=0.5)
+    cfg = camera_config(short_dir)
+    cfg = dataclasses.replace(cfg, camera=dataclasses.replace(cfg.camera, timeout_s=5.0))
+    with service_in_thread(cfg) as service, ThreadPoolExecutor(2) as pool:
+        first = pool.submit(call, service, "preview")
+        deadline = time.monotonic() + WAIT_S
+        while call(service, "status")["rig"]["task"] != "preview":
+            assert time.monotonic() < deadline and not first.done(), "no preview under way"
+        second = pool.submit(call, service, "preview")
+        assert first.result(WAIT_S) == second.result(WAIT_S)
+
+
 def test_watch_goes_on_after_a_refresh_refused_for_another_command(
         make_daemon: Callable[..., DaemonProcess], tmp_path: Path) -> None:
     """A preview asked while a hand-driven command has the rig (a `calibrate` turn of seconds) is
