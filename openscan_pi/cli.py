@@ -277,7 +277,8 @@ def _add_rig_commands(sub: argparse._SubParsersAction) -> None:
                          "per refresh)")
     pv.add_argument("--lens-position", type=float, metavar="DIOPTRES",
                     help="move the lens there first (cameras with a focus motor; 0 is infinity, "
-                         "higher is nearer). Default: the lens stays where it is")
+                         "higher is nearer). Default: camera.focus.lens_position in manual mode, "
+                         "else the lens stays where it is (no autofocus cycle)")
     _add_common(pv)
     pv.set_defaults(handler="preview.preview")
 

@@ -23,6 +23,7 @@ from PIL import Image, ImageFilter
 from openscan_pi.config import load_config
 from openscan_pi.rig.camera import CameraStalled
 from openscan_pi.rig.preview import PREVIEW_WIDTH, focus_figure, preview_size
+from openscan_pi.rig.rig import Rig
 from openscan_pi.sim.camera import SimulatedCamera, render
 from tests import fake_picamera2 as fake
 from tests.fake_picamera2 import FakePicamera2Module
@@ -223,3 +224,21 @@ def test_watch_on_a_terminal_rewrites_one_line_until_ctrl_c(sim_config: Path, tm
     assert seen.endswith(b"\r\n") and b"\n" not in seen[:-2]  # one line, rewritten
     assert seen.split(b"\r\x1b[K")[1].startswith(b"focus ")
     assert decode(out.read_bytes()).size == (640, 480)
+
+
+@pytest.mark.parametrize(("focus", "asked", "used"), [
+    ({"mode": "manual", "lens_position": 3.0}, None, 3.0),  # where the scan's photos are taken
+    ({"mode": "manual", "lens_position": 3.0}, 5.5, 5.5),  # asked: tried there
+    ({"mode": "auto"}, None, None),  # autofocus per position: the lens stays
+    ({"mode": "manual", "stack": 3, "stack_range": [1.0, 5.0]}, None, None),  # a stack: stays
+])
+def test_the_rig_previews_where_a_scan_focuses_unless_asked(
+        tmp_path: Path, focus: dict[str, Any], asked: float | None, used: float | None) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"daemon": {"data_dir": str(tmp_path / "data")},
+                                    "rig": {"model": "simulated"},
+                                    "camera": {"resolution": [320, 240], "focus": focus}}))
+    with Rig(load_config(path, env={})) as rig:
+        shot = rig.preview(lens_position=asked)
+        assert rig.light.is_on  # as for a photo
+    assert shot.lens_position == used and decode(shot.jpeg).size == (320, 240)

@@ -26,9 +26,10 @@ How the camera is driven, and why:
   dioptres, waited for until the frame metadata reports it. A sensor without ``AfMode`` (HQ
   camera, fixed-focus lenses) ignores focus requests and says so in :meth:`start`'s info.
 - A preview (:meth:`Picamera2Camera.preview`) is one frame of that same configuration, taken as
-  a capture's is (bounded, tried again on a reopened camera), the lens moved only when asked,
-  scaled down in :mod:`openscan_pi.rig.preview`: no second stream (a ``lores`` buffer would come
-  with every photo of every scan) and no reconfiguring between preview and scan.
+  a capture's is (bounded, tried again on a reopened camera), the lens moved only when asked (no
+  autofocus cycle), scaled down in :mod:`openscan_pi.rig.preview`: no second stream (a ``lores``
+  buffer would come with every photo of every scan) and no reconfiguring between preview and
+  scan.
 - The JPEG is encoded here from the YUV420 planes (simplejpeg 1.8.0 or later, which picamera2
   depends on, or else Pillow), because picamera2's own savers only take RGB streams in most
   released versions and take EXIF only as piexif dictionaries. The EXIF block comes from

@@ -26,7 +26,7 @@ from gpiozero.exc import GPIOZeroError
 
 from openscan_pi.config import Config
 from openscan_pi.paths import prepare_data_dir
-from openscan_pi.rig.camera import Camera, Shot
+from openscan_pi.rig.camera import Camera, Shot, lens_positions
 from openscan_pi.rig.cameras import make_camera
 from openscan_pi.rig.errors import RigError
 from openscan_pi.rig.preview import Preview
@@ -234,8 +234,13 @@ class Rig:
                                    lens_position=lens_position)
 
     def preview(self, *, lens_position: float | None = None) -> Preview:
-        """What the camera sees now, with the light on (see :mod:`openscan_pi.rig.preview`)."""
-        self.start_camera()
+        """What the camera sees now, with the light on (see :mod:`openscan_pi.rig.preview`).
+        Without ``lens_position``, the lens goes where a scan's photos are taken when that is one
+        place (``camera.focus.mode: manual``); else it stays where it is."""
+        info = self.start_camera()
+        if lens_position is None:
+            planned = lens_positions(self.cfg.camera.focus, bool(info.get("has_autofocus")))
+            lens_position = planned[0] if len(planned) == 1 else None
         preview = getattr(self.camera, "preview", None)
         if preview is None:
             raise RigError("the external camera shows its picture on its own screen or "
