@@ -32,6 +32,7 @@ examples:
   openscan-pi plan --positions 100
   openscan-pi move --rotor 30 --turntable 90
   openscan-pi capture /tmp/test.jpg --simulate
+  openscan-pi preview --watch
   openscan-pi upload ~/scans/vase --wait --out ~/models/vase
   openscan-pi token
   openscan-pi download vase-1700000000000.zip --out ~/models/vase
@@ -227,7 +228,7 @@ def _add_job_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_rig_commands(sub: argparse._SubParsersAction) -> None:
-    """``plan``, ``move``, ``home``, ``light``, ``capture``, ``calibrate``."""
+    """``plan``, ``move``, ``home``, ``light``, ``capture``, ``preview``, ``calibrate``."""
     import argparse
 
     raw = argparse.RawDescriptionHelpFormatter
@@ -282,6 +283,36 @@ def _add_rig_commands(sub: argparse._SubParsersAction) -> None:
                     help="manual focus for this photo (default: camera.focus)")
     _add_common(cp)
     cp.set_defaults(handler="rig.capture")
+
+    pv = sub.add_parser(
+        "preview", help="see what the camera sees now: a small JPEG, the focus and the exposure",
+        description=(
+            "Save what the camera sees now as a small JPEG (at most 640 pixels wide) in --out,\n"
+            "and print on one line the focus figure and the exposure in use.\n\n"
+            "The focus figure is the variance of the Laplacian over the centre third of the\n"
+            "frame: the more fine detail is sharp there, the higher it is. It compares frames\n"
+            "of the same scene and light only: place the object, then turn the focus ring (or\n"
+            "try --lens-position values) until the figure is at its highest.\n\n"
+            "--watch refreshes the file and the line about twice a second until Ctrl-C; open\n"
+            "the file in a viewer that reloads it. Goes through the daemon when it runs (it\n"
+            "owns the camera), and is refused while it scans."),
+        formatter_class=raw,
+        epilog="examples:\n  openscan-pi preview\n"
+               "  openscan-pi preview --watch --out /tmp/preview.jpg\n"
+               "  openscan-pi preview --lens-position 4.5\n"
+               "  openscan-pi preview --json | jq .focus\n")
+    pv.add_argument("--out", metavar="FILE",
+                    help="where to save the JPEG (default: preview.jpg in this folder); always "
+                         "replaced whole, never seen half written")
+    pv.add_argument("--watch", action="store_true",
+                    help="refresh about twice a second until Ctrl-C (with --json: one object "
+                         "per refresh)")
+    pv.add_argument("--lens-position", type=float, metavar="DIOPTRES",
+                    help="move the lens there first (cameras with a focus motor; 0 is infinity, "
+                         "higher is nearer). Default: camera.focus.lens_position in manual mode, "
+                         "else the lens stays where it is (no autofocus cycle)")
+    _add_common(pv)
+    pv.set_defaults(handler="preview.preview")
 
     cal = sub.add_parser(
         "calibrate", help="measure an axis's steps per revolution",

@@ -2,9 +2,9 @@
 when that may block).
 
 The contract's methods are ``status``, ``jobs``, ``scan {positions, project?}``, ``cancel {job?}``,
-``retry {job}`` and ``subscribe``; ``job {job}``, ``jobs.broken`` (the job folders that cannot be
-run) and the hand-driven ``rig.move``, ``rig.home``,
-``rig.light``, ``rig.capture`` and ``rig.turn`` are this project's additions.
+``retry {job}``, ``preview`` and ``subscribe``; ``job {job}``, ``jobs.broken`` (the job folders
+that cannot be run), the hand-driven ``rig.move``, ``rig.home``, ``rig.light``, ``rig.capture``
+and ``rig.turn``, and ``preview``'s ``lens_position`` are this project's additions.
 """
 
 from __future__ import annotations
@@ -191,8 +191,14 @@ def make_methods(scheduler: Scheduler) -> dict[str, Handler]:
         job_id = str(p.name("job", job_problem, required=True))
         return await asyncio.to_thread(scheduler.retry, job_id)
 
+    #: The preview being taken, by lens position: a request meanwhile shares its answer (a
+    #: preview is what the camera sees now; the web page and a `preview --watch` ask at once).
+    previewing: dict[float | None, asyncio.Future[Any]] = {}
+
     async def on_rig(name: str, conn: Connection, call: Any) -> Any:
         log.info("rig %s asked by %s", name, conn.peer)
+        while previewing:  # short and bounded: a command typed while a preview is watched waits
+            await asyncio.wait(list(previewing.values()))
         return await asyncio.wrap_future(scheduler.rig_call(name, call))
 
     def angles(rig: RemoteRig) -> dict[str, float]:
@@ -240,6 +246,18 @@ def make_methods(scheduler: Scheduler) -> dict[str, Handler]:
         lens = p.number("lens_position", 0.0, 100.0)
         return await on_rig("capture", conn, lambda rig: _capture(rig, lens))
 
+    async def preview(params: dict[str, Any], conn: Connection) -> Any:
+        p = Params(params, ("lens_position",))
+        lens = p.number("lens_position", 0.0, 100.0)
+        running = previewing.get(lens)
+        if running is None:
+            log.debug("preview asked by %s", conn.peer)  # twice a second: not for the journal
+            running = asyncio.ensure_future(asyncio.wrap_future(scheduler.rig_call(
+                "preview", lambda rig: rig.preview(lens_position=lens))))
+            previewing[lens] = running
+            running.add_done_callback(_forget(previewing, lens))
+        return await asyncio.shield(running)  # a caller that leaves does not cancel the others'
+
     async def rig_turn(params: dict[str, Any], conn: Connection) -> Any:
         p = Params(params, ("axis", "degrees"))
         axis = str(p.text("axis", required=True, choices=("rotor", "turntable")))
@@ -257,4 +275,19 @@ def make_methods(scheduler: Scheduler) -> dict[str, Handler]:
             "subscribe": subscribe, "scan": scan, "upload": upload,
             "cancel": cancel, "retry": retry, "pause": pause, "continue": go_on,
             "rig.move": rig_move, "rig.home": rig_home,
-            "rig.light": rig_light, "rig.capture": rig_capture, "rig.turn": rig_turn}
+            "rig.light": rig_light, "rig.capture": rig_capture, "rig.turn": rig_turn,
+            "preview": preview}
+
+
+def _forget(previewing: dict[float | None, asyncio.Future[Any]], lens: float | None
+            ) -> Callable[[asyncio.Future[Any]], None]:
+    """Done callback of a preview: no longer shared; its failure counts as seen (every caller
+    still waiting has it raised, and callers that left need not)."""
+
+    def forget(done: asyncio.Future[Any]) -> None:
+        if previewing.get(lens) is done:
+            del previewing[lens]
+        if not done.cancelled():
+            done.exception()
+
+    return forget

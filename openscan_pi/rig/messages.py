@@ -16,10 +16,10 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-#: The rig operations a :class:`Call` may name (the rig half of the capture step and the
-#: hand-driven ``rig.*`` socket methods).
+#: The rig operations a :class:`Call` may name (the rig half of the capture step, the
+#: hand-driven ``rig.*`` socket methods and ``preview``).
 OPERATIONS = frozenset({"home", "angles", "start_camera", "move", "turn_by", "capture",
-                        "light_on", "light_off", "state"})
+                        "preview", "light_on", "light_off", "state"})
 
 
 @dataclass(frozen=True)

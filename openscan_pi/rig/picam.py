@@ -25,6 +25,11 @@ How the camera is driven, and why:
 - Focus per capture: an autofocus cycle (lens position None) or a manual ``LensPosition`` in
   dioptres, waited for until the frame metadata reports it. A sensor without ``AfMode`` (HQ
   camera, fixed-focus lenses) ignores focus requests and says so in :meth:`start`'s info.
+- A preview (:meth:`Picamera2Camera.preview`) is one frame of that same configuration, taken as
+  a capture's is (bounded, tried again on a reopened camera), the lens moved only when asked (no
+  autofocus cycle), scaled down in :mod:`openscan_pi.rig.preview`: no second stream (a ``lores``
+  buffer would come with every photo of every scan) and no reconfiguring between preview and
+  scan.
 - The JPEG is encoded here from the YUV420 planes (simplejpeg 1.8.0 or later, which picamera2
   depends on, or else Pillow), because picamera2's own savers only take RGB streams in most
   released versions and take EXIF only as piexif dictionaries. The EXIF block comes from
@@ -44,6 +49,7 @@ from typing import Any
 
 from openscan_pi.rig.camera import CallWatch, CameraStalled, Shot, exif_bytes, write_photo
 from openscan_pi.rig.errors import CameraError
+from openscan_pi.rig.preview import Preview, preview_of_planes
 from openscan_pi.schema import CameraConfig
 
 log = logging.getLogger(__name__)
@@ -167,9 +173,26 @@ class Picamera2Camera:
         return Shot(path=path, size=size, crc32=crc, lens_position=lens, captured_at=captured_at,
                     rotor=rotor, turntable=turntable, index=index)
 
-    def _frame(self, lens_position: float | None) -> tuple[Any, dict[str, Any]]:
+    def preview(self, *, rotor: float, turntable: float,
+                lens_position: float | None = None) -> Preview:
+        """What the camera sees now (see :mod:`openscan_pi.rig.preview`): a frame of the one
+        still configuration (no second stream, no reconfiguring), taken, bounded and tried
+        again as a capture's is. The lens moves only when ``lens_position`` is given (no
+        autofocus cycle: the user is focusing); the exposure is the frame's own metadata."""
+        frame, metadata = self._frame(lens_position, autofocus=False)
+        locked = self._locked or {}
+        width, height = self._size
+        y, u, v = yuv_planes(frame, width, height, self._format)
+        return preview_of_planes(
+            y, u, v, exposure_us=metadata.get("ExposureTime", locked.get("ExposureTime")),
+            gain=metadata.get("AnalogueGain", locked.get("AnalogueGain")),
+            lens_position=metadata.get("LensPosition", self._lens) if self._has_af else None)
+
+    def _frame(self, lens_position: float | None, *,
+               autofocus: bool = True) -> tuple[Any, dict[str, Any]]:
         """The frame (and its metadata) of one capture, tried again on a reopened camera when a
-        call times out: picamera2's queue is flushed and the camera closed first."""
+        call times out: picamera2's queue is flushed and the camera closed first. Without
+        ``autofocus``, a lens position of None leaves the lens where it is."""
         tries = self.cfg.retries + 1
         for attempt in range(1, tries + 1):
             try:
@@ -180,7 +203,7 @@ class Picamera2Camera:
                 raise CameraStalled(f"no frame within {self._wait_s():g} s, then the camera did not "
                                     f"open again: {exc}") from None
             try:
-                return self._take(self._cam, lens_position)
+                return self._take(self._cam, lens_position, autofocus)
             except TimeoutError:
                 cam, self._cam, self._lens = self._cam, None, None
                 self._discard(cam, flush=True)
@@ -190,9 +213,11 @@ class Picamera2Camera:
                  if tries > 1 else "")
         raise CameraStalled(f"no frame within {self._wait_s():g} s{again}")
 
-    def _take(self, cam: Any, lens_position: float | None) -> tuple[Any, dict[str, Any]]:
+    def _take(self, cam: Any, lens_position: float | None,
+              autofocus: bool = True) -> tuple[Any, dict[str, Any]]:
         try:
-            self._focus(cam, lens_position)
+            if autofocus or lens_position is not None:
+                self._focus(cam, lens_position)
             request = self._call("capture_request", cam.capture_request, wait=True)
             try:
                 frame = request.make_array("main")

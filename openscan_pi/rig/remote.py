@@ -427,6 +427,11 @@ class RemoteRig:
                     lens_position=result["lens_position"], captured_at=result["captured_at"],
                     rotor=result["rotor"], turntable=result["turntable"], index=result["index"])
 
+    def preview(self, *, lens_position: float | None = None) -> dict[str, Any]:
+        """What the camera sees now, as the socket's ``preview`` answers it (the JPEG
+        base64-encoded); bounded as a capture is."""
+        return dict(self.call("preview", bound=self.capture_bound(), lens_position=lens_position))
+
     def __enter__(self) -> RemoteRig:
         return self
 

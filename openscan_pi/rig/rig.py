@@ -26,9 +26,10 @@ from gpiozero.exc import GPIOZeroError
 
 from openscan_pi.config import Config
 from openscan_pi.paths import prepare_data_dir
-from openscan_pi.rig.camera import Camera, Shot
+from openscan_pi.rig.camera import Camera, Shot, lens_positions
 from openscan_pi.rig.cameras import make_camera
 from openscan_pi.rig.errors import RigError
+from openscan_pi.rig.preview import Preview
 from openscan_pi.rig.state import load_position, save_position
 from openscan_pi.schema import AxisConfig
 
@@ -231,6 +232,22 @@ class Rig:
         rotor, turntable = self.angles()
         return self.camera.capture(path, rotor=rotor, turntable=turntable, index=index,
                                    lens_position=lens_position)
+
+    def preview(self, *, lens_position: float | None = None) -> Preview:
+        """What the camera sees now, with the light on (see :mod:`openscan_pi.rig.preview`).
+        Without ``lens_position``, the lens goes where a scan's photos are taken when that is one
+        place (``camera.focus.mode: manual``); else it stays where it is."""
+        info = self.start_camera()
+        if lens_position is None:
+            planned = lens_positions(self.cfg.camera.focus, bool(info.get("has_autofocus")))
+            lens_position = planned[0] if len(planned) == 1 else None
+        preview = getattr(self.camera, "preview", None)
+        if preview is None:
+            raise RigError("the external camera shows its picture on its own screen or "
+                           "viewfinder: there is no preview here (camera.backend: external)")
+        self.light.on()
+        rotor, turntable = self.angles()
+        return preview(rotor=rotor, turntable=turntable, lens_position=lens_position)
 
     # -- life -------------------------------------------------------------------------------------
 

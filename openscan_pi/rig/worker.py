@@ -128,6 +128,8 @@ def run_op(rig: Rig, op: str, args: dict[str, Any]) -> Any:
         return rig.start_camera()
     elif op == "capture":
         return capture(rig, args.get("path"), int(args.get("index", 0)), args.get("lens_position"))
+    elif op == "preview":
+        return rig.preview(lens_position=args.get("lens_position")).public()
     elif op == "light_on":
         rig.light.on(args.get("brightness"))
     elif op == "light_off":

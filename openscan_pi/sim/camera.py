@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from openscan_pi.rig.camera import Shot, exif_bytes, write_photo
+from openscan_pi.rig.preview import Preview, preview_of_rgb, preview_size
 from openscan_pi.schema import CameraConfig
 from openscan_pi.sim.scene import STRIP_ROWS, _texture, make_texture, render, render_strips
 
@@ -124,6 +125,25 @@ class SimulatedCamera:
         buffer = io.BytesIO()
         frame.save(buffer, format="JPEG", quality=self.cfg.jpeg_quality, exif=exif)
         return buffer.getvalue()
+
+    def preview(self, *, rotor: float, turntable: float,
+                lens_position: float | None = None) -> Preview:
+        """What the camera sees at these angles (with a lens position: that focus's depth of
+        field), rendered at the preview's size (whatever ``camera.resolution``: tens of
+        milliseconds once the texture of that size is made)."""
+        width, height = preview_size(self.width, self.height)
+        if lens_position is None:
+            rgb = render(width, height, rotor, turntable)
+        else:  # through a lens focused there, as a capture at that lens position
+            import numpy as np
+
+            from openscan_pi.sim.depth import render_focused_strips
+
+            rgb = np.concatenate([strip for _, strip in render_focused_strips(
+                width, height, rotor, turntable, lens_position)])
+        return preview_of_rgb(rgb,
+                              exposure_us=self.cfg.exposure_us or SIM_EXPOSURE_US,
+                              gain=self.cfg.analogue_gain or 1.0, lens_position=lens_position)
 
     def close(self) -> None:
         """Let the texture go (24 MB at 12 MP): a closed camera holds nothing; the next one to

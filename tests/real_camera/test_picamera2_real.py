@@ -17,6 +17,7 @@ and FaceDetectMode. Skipped, with the reason, where the build is not installed i
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import logging
 import os
@@ -214,3 +215,26 @@ def test_missing_exposure_and_focus_controls_say_so_once_and_the_scan_goes_on(
                     position_record(rotor=5, turntable=30 * i, index=i, lens_position=None))
     assert not [r for r in caplog.records
                 if r.name == "openscan_pi.rig.picam" and r.levelno >= logging.INFO]
+
+
+def test_a_preview_is_a_small_frame_of_the_still_configuration(tmp_path: Path,
+                                                               cameras: list[Picamera2Camera]
+                                                               ) -> None:
+    # The largest size (1920x1080): the preview is that frame scaled down to 640 wide, the bars
+    # in order, and a capture after it is still the full photo.
+    cfg = config(tmp_path, resolution=[1920, 1080])
+    camera = adapter(cfg.camera)
+    cameras.append(camera)
+    camera.start()
+    for _ in range(2):
+        shot = camera.preview(rotor=0, turntable=0)
+        with Image.open(io.BytesIO(shot.jpeg)) as image:
+            assert image.format == "JPEG" and image.size == (shot.width, shot.height) == (640, 360)
+            image.load()
+            assert bars_seen(image) == BARS
+        # the virtual camera reports no exposure and has no focus motor
+        assert (shot.exposure_us, shot.gain, shot.lens_position) == (None, None, None)
+        assert shot.focus > 0  # the bars' edges cross the centre third
+    camera.capture(tmp_path / "a.jpg", rotor=0, turntable=0, index=0)
+    check_photo(tmp_path / "a.jpg", (1920, 1080),
+                position_record(rotor=0, turntable=0, index=0, lens_position=None))
