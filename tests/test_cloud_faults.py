@@ -269,6 +269,21 @@ def test_escapes_in_a_status_are_shown_as_text(tmp_path: Path, cloud: LocalCloud
     assert ESCAPES.encode("unicode_escape").decode() in proc.stderr  # shown, as text
 
 
+def test_a_cloud_thinking_after_the_whole_part_is_in_is_waited_for(tmp_path: Path,
+                                                                   cloud: LocalCloud) -> None:
+    # The part is all delivered; the answer takes 2.5 s. Nothing moves meanwhile, but nothing is
+    # owed by us either: the read timeout bounds that wait, not the stall rule (1 s here).
+    make_set(tmp_path / "set", count=3, size=20_000)
+    cloud.inject("part_think", 1, seconds=2.5)
+    config = quick_config(tmp_path, cloud, stall_window_s=1, stall_min_bytes=8192,
+                          call_timeout_s=20, read_timeout_s=10, retries=0)
+    proc = upload_wait(config, tmp_path / "set", tmp_path / "model")
+    assert proc.returncode == 0, proc.stderr
+    assert "stalled" not in proc.stderr and "trying again" not in proc.stderr
+    (_, project), = cloud.state()["projects"].items()
+    assert project["reset_count"] == 0
+
+
 def test_slow_but_moving_transfers_are_not_cut(tmp_path: Path, cloud: LocalCloud) -> None:
     make_set(tmp_path / "set", count=4, size=30_000)
     cloud.inject("part_slow", bps=40_000)

@@ -64,6 +64,10 @@ MAX_REDIRECTS = 10
 
 STOPPED, DEADLINE, STALLED = "stopped", "deadline", "stalled"
 _OUTQ = getattr(termios, "TIOCOUTQ", None)  # Linux: bytes the peer has not acknowledged yet
+_TCP_INFO = getattr(socket, "TCP_INFO", None)  # Linux: struct tcp_info
+_TCP_INFO_SIZE = 104
+#: Offset of ``tcpi_last_data_recv`` (ms since data was last received) in struct tcp_info.
+_LAST_DATA_RECV = 52
 
 
 class CallAborted(Exception):
@@ -92,10 +96,25 @@ class CallScope:
         self._lock = threading.Lock()
         self._closed = False
         self._samples: deque[tuple[float, int]] = deque([(now, 0)])
+        #: the request is sent and the answer not begun: the stall rule waits (the read timeout
+        #: bounds the server's thinking) once the peer has every byte
+        self._awaiting = False
+        self._awaiting_since = now
 
     def moved(self, nbytes: int) -> None:
         """``nbytes`` more were handed to the socket or read from it (the stall rule's count)."""
         self._sent += nbytes
+
+    def awaiting(self, waiting: bool) -> None:
+        """The request is sent and its answer awaited (True), or the answer has begun (False).
+        While the peer has every byte sent and says nothing, nothing is owed by this side: the
+        stall rule does not count that time (``cloud.read_timeout_s`` and the call's deadline
+        bound it); it counts again from when the answer begins."""
+        with self._lock:
+            self._awaiting = waiting
+            self._awaiting_since = time.monotonic()
+            self._samples.clear()
+            self._samples.append((time.monotonic(), self._progress_locked()))
 
     def add(self, sock: socket.socket | None) -> None:
         """Watch ``sock`` for the rest of the call (shut down at once if already aborted)."""
@@ -170,16 +189,40 @@ class CallScope:
 
     def _progress(self) -> int:
         """Bytes moved so far: sent bytes the peer has not acknowledged yet do not count."""
+        with self._lock:
+            return self._progress_locked()
+
+    def _queued_locked(self) -> int:
+        """Bytes sent that the peer has not acknowledged yet (0 where that cannot be told)."""
         queued = 0
         if _OUTQ is not None:
-            with self._lock:
-                socks = list(self._socks)
-            for sock in socks:
+            for sock in list(self._socks):
                 with contextlib.suppress(OSError, ValueError):
                     fd = sock.fileno()
                     if fd >= 0:
                         queued += struct.unpack("i", fcntl.ioctl(fd, _OUTQ, b"\0" * 4))[0]
-        return self._sent - queued
+        return queued
+
+    def _heard_since(self, since: float, now: float) -> bool:
+        """True when a socket of the call received data after ``since`` (the kernel's time
+        since the last data received, ``TCP_INFO``); also where that cannot be told (then the
+        stall rule never waits for a thinking peer)."""
+        if _TCP_INFO is None:
+            return True
+        for sock in list(self._socks):
+            try:
+                info = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _TCP_INFO_SIZE)
+            except (OSError, ValueError):
+                return True
+            if len(info) < _LAST_DATA_RECV + 4:
+                return True
+            (quiet_ms,) = struct.unpack_from("I", info, _LAST_DATA_RECV)
+            if quiet_ms < (now - since) * 1000.0:
+                return True
+        return False
+
+    def _progress_locked(self) -> int:
+        return self._sent - self._queued_locked()
 
     def _watch(self, now: float) -> None:
         if self.reason or self._closed:
@@ -190,7 +233,17 @@ class CallScope:
             self.abort(DEADLINE)
         elif self.stall is not None:
             least, window = self.stall
-            moved = self._progress()
+            with self._lock:
+                queued = self._queued_locked()
+                moved = self._sent - queued
+                if self._awaiting and queued == 0:  # all delivered: the peer's turn
+                    if not self._heard_since(self._awaiting_since, now):
+                        self._samples.clear()
+                        self._samples.append((now, moved))
+                        return
+                    self._awaiting = False  # the answer began: judged from here on
+                    self._samples.clear()
+                    self._samples.append((now, moved))
             samples = self._samples
             if now - samples[-1][0] >= window / 20:
                 samples.append((now, moved))
@@ -352,6 +405,18 @@ class _WatchedConnection:
         scope = current()
         if scope is not None:
             scope.add(self.sock)  # type: ignore[attr-defined]  # the TLS socket, for HTTPS
+
+    def getresponse(self, *args: Any, **kwargs: Any) -> Any:
+        """The answer: while the server has the whole request and thinks, the stall rule waits
+        (:meth:`CallScope.awaiting`); it counts again once the answer's head is in."""
+        scope = current()
+        if scope is not None:
+            scope.awaiting(True)
+        try:
+            return super().getresponse(*args, **kwargs)  # type: ignore[misc]
+        finally:
+            if scope is not None:
+                scope.awaiting(False)
 
     def send(self, data: Any) -> None:
         """http.client's ``send`` (the headers, then each piece of a body), bounded by the stall

@@ -211,7 +211,8 @@ class LocalCloud(_Endpoints):
         Answers no client should wait on or believe (each for the next ``count`` requests):
         ``api_trickle`` sends the API's real answer, status line and headers included, at ``bps``
         bytes/s (default one byte every 2 s); ``part_trickle`` stores a part, then trickles its
-        answer; ``download_trickle`` trickles a model download. ``api_huge`` answers 200 JSON of
+        answer; ``part_think`` stores a part, then answers after ``seconds`` (default 2) of
+        silence; ``download_trickle`` trickles a model download. ``api_huge`` answers 200 JSON of
         ``size`` bytes (default 300 MB), ``api_huge_html`` a 502 HTML page of that size, both
         generated as they are sent (``state()["huge_sent"]`` counts what the client took).
         ``api_broken_chunked`` answers a chunked body whose framing breaks, ``api_bad_gzip`` a

@@ -33,7 +33,8 @@ _API_FAULTS = (
     "api_redirect_loop",
     "api_escapes",
 )
-_PART_FAULTS = ("part_drop", "part_5xx", "part_lost_answer", "part_bad_hash", "part_trickle")
+_PART_FAULTS = ("part_drop", "part_5xx", "part_lost_answer", "part_bad_hash", "part_trickle",
+                "part_think")
 #: Links the API hands out that no client can use: a scheme that is not http(s), a broken IPv6
 #: host, no scheme at all.
 _LINK_FAULTS = tuple(f"{kind}_{bad}" for kind in ("ulink", "dlink")
@@ -50,7 +51,7 @@ FAULTS = frozenset(
     _COUNTED_FAULTS + ("part_slow", "download_slow", "abort_uploads", "expire_links", "processing_failed")
 )
 #: Parameters a fault may take.
-FAULT_PARAMS = frozenset({"retry_after", "bps", "size"})
+FAULT_PARAMS = frozenset({"retry_after", "bps", "size", "seconds"})
 #: Default pace of a trickled answer: one byte every two seconds.
 TRICKLE_BPS = 0.5
 #: Default size of a huge answer (``api_huge``, ``api_huge_html``).

@@ -463,6 +463,8 @@ class _Handler(BaseHTTPRequestHandler):
             if fault == "part_bad_hash":
                 digest = hashlib.sha256(b"bad" + digest.encode()).hexdigest()
             trickle = cloud._param(fault, "bps", TRICKLE_BPS) if fault == "part_trickle" else None
+            if fault == "part_think":  # the whole body is in; the answer takes a while
+                cloud._stopping.wait(cloud._param(fault, "seconds", 2.0))
             self._send_json(200, {"content-hash": digest}, trickle=trickle)
         finally:
             if tmp is not None:
