@@ -171,19 +171,19 @@ def make_methods(scheduler: Scheduler) -> dict[str, Handler]:
                 await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(stopped)), CANCEL_WAIT_S)
         return scheduler.job_public(target)
 
-    async def pause(params: dict[str, Any], conn: Connection) -> Any:
-        p = Params(params, ("job",))
-        raw = params.get("job")
-        log.info("pause of %s asked by %s", "the running scan" if raw is None else quote(raw),
-                 conn.peer)
-        return await asyncio.to_thread(scheduler.pause, p.name("job", job_problem))
+    def on_job(what: str, default: str, act: Callable[[str | None], Any]) -> Handler:
+        """A method taking ``{job?}`` (``default`` when none is given) and doing ``act``."""
+        async def handler(params: dict[str, Any], conn: Connection) -> Any:
+            p = Params(params, ("job",))
+            raw = params.get("job")
+            log.info("%s of %s asked by %s", what, default if raw is None else quote(raw),
+                     conn.peer)
+            return await asyncio.to_thread(act, p.name("job", job_problem))
 
-    async def go_on(params: dict[str, Any], conn: Connection) -> Any:
-        p = Params(params, ("job",))
-        raw = params.get("job")
-        log.info("continue of %s asked by %s", "the paused job" if raw is None else quote(raw),
-                 conn.peer)
-        return await asyncio.to_thread(scheduler.go_on, p.name("job", job_problem))
+        return handler
+
+    pause = on_job("pause", "the running scan", scheduler.pause)
+    go_on = on_job("continue", "the paused job", scheduler.go_on)
 
     async def retry(params: dict[str, Any], conn: Connection) -> Any:
         p = Params(params, ("job",))
