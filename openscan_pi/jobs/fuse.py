@@ -59,6 +59,9 @@ def capture_began(r: JobRunner) -> None:
     if not stacked(r.job):
         return
     with _lock:
+        for job_id, proc in list(_pipelines.items()):  # ended ones of jobs gone since: reaped
+            if job_id != r.job.id and proc.poll() is not None:
+                del _pipelines[job_id]
         running = _pipelines.get(r.job.id)
         if running is None or running.poll() is not None:
             _pipelines[r.job.id] = _start(r.cfg, r.job, follow=True)
