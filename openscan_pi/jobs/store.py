@@ -123,8 +123,9 @@ class Job:
         return self.folder / "model"
 
     def public(self) -> dict[str, Any]:
-        """The job object of the socket contract, plus ``step`` (the finer state) and, for an
-        upload, ``source`` (the folder or zip it sends): what is on
+        """The job object of the socket contract, plus ``step`` (the finer state), for an
+        upload ``source`` (the folder or zip it sends), for a scan of several passes ``pass``
+        and ``passes``: what is on
         disk (plus progress), read without waiting for a write in progress."""
         return dict(self._published)
 
@@ -134,6 +135,8 @@ class Job:
         published["step"] = data.get("step")
         if data.get("source"):  # an upload's: the set it sends
             published["source"] = data["source"]
+        if int(data.get("passes") or 1) > 1:  # a scan of several passes: which one
+            published["pass"], published["passes"] = data.get("pass_no") or 1, data["passes"]
         self._published = published  # one reference swap: readers never see half of it
 
     def progress(self, **fields: Any) -> None:

@@ -49,6 +49,7 @@ def test_two_passes_into_one_project_with_a_wait_that_survives_kill_9(
     assert job["positions"] == 2 * EACH
     waiting = wait_between_passes(d, job["id"])
     assert waiting["captured"] == EACH
+    assert (waiting["pass"], waiting["passes"]) == (2, 2)  # the next pass, waited for
     assert "turn the object over, then `openscan-pi continue" in waiting["step"]
     status = d.call("status")
     assert status["rig"]["light"] is False and status["job"]["state"] == "waiting"
