@@ -41,10 +41,11 @@ def focus_energy(cv2: Any, rgb: Any) -> Any:
     import numpy as np
 
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    gray = cv2.GaussianBlur(gray, (0, 0), PRE_SIGMA)
+    cv2.GaussianBlur(gray, (0, 0), PRE_SIGMA, dst=gray)
     laplacian = cv2.Laplacian(gray, cv2.CV_32F, ksize=3)
+    del gray
     np.multiply(laplacian, laplacian, out=laplacian)
-    return cv2.GaussianBlur(laplacian, (0, 0), ENERGY_SIGMA)
+    return cv2.GaussianBlur(laplacian, (0, 0), ENERGY_SIGMA, dst=laplacian)
 
 
 def fuse_rows(cv2: Any, count: int, read: Callable[[int], Any]) -> Any:
@@ -75,7 +76,9 @@ def fuse_rows(cv2: Any, count: int, read: Callable[[int], Any]) -> Any:
             total = np.zeros(rows.shape, dtype=np.float32)
         for channel in range(3):
             total[:, :, channel] += weight * rows[:, :, channel]
-    return np.clip(np.rint(total), 0, 255).astype(np.uint8)
+    np.rint(total, out=total)
+    np.clip(total, 0, 255, out=total)
+    return total.astype(np.uint8)
 
 
 def fuse_max_laplacian(cv2: Any, frames: Sequence[Any], kernel: int = 5) -> Any:
