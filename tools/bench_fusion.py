@@ -19,6 +19,7 @@ Sharpness is the mean gradient energy; PSNR is against the ground truth; both in
 border (the edges of warped frames are made up). Rounds alternate the three children.
 
 Usage:  python3 tools/bench_fusion.py [--size 4056x3040] [--count 5] [--rounds 3] [--quality 90]
+                                     [--python INTERPRETER]
 """
 
 from __future__ import annotations
@@ -76,10 +77,13 @@ print(json.dumps({"seconds": time.perf_counter() - began}))
 """
 
 
+PYTHON = [sys.executable]
+
+
 def run(code: str, *args: str) -> tuple[float, float, dict[str, Any]]:
     """(wall s, peak RSS MB, the JSON the child printed) of a fresh Python running ``code``."""
     began = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", code + PEAK, *args], capture_output=True,
+    done = subprocess.run([*PYTHON, "-c", code + PEAK, *args], capture_output=True,
                           text=True, check=False)
     wall = time.perf_counter() - began
     if done.returncode != 0:
@@ -145,7 +149,11 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quality", type=int, default=90)
+    parser.add_argument("--python", default=sys.executable,
+                        help="the interpreter of the measured children (e.g. a venv over apt's "
+                             "python3-opencv, as a Pi runs it)")
     args = parser.parse_args()
+    PYTHON[0] = args.python
     width, height = (int(v) for v in args.size.lower().split("x"))
     from openscan_pi.sim.depth import psnr, sharpness
 
@@ -177,7 +185,10 @@ def main() -> int:
     def secs(key: str) -> float:
         return statistics.median(r[2]["seconds"] for r in rows[key])
 
-    print(f"{args.rounds} rounds, medians; peak RSS of a fresh process; baseline = {IMPORTS}\n")
+    version = subprocess.run([args.python, "-c", "import cv2, numpy; print(cv2.__version__, "
+                              "numpy.__version__)"], capture_output=True, text=True).stdout.split()
+    print(f"{args.rounds} rounds, medians; peak RSS (VmHWM) of a fresh {args.python} with OpenCV "
+          f"{version[0]}, numpy {version[1]}; baseline = {IMPORTS}\n")
     print("| method | sharpness (of the truth's) | PSNR vs truth | s per stack | peak RSS | "
           "above the imports |")
     print("| --- | --- | --- | --- | --- | --- |")
