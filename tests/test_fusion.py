@@ -63,6 +63,9 @@ def test_alignment_finds_the_lens_breathing(stack: Stack, fused) -> None:  # noq
         assert alignment.scale == pytest.approx(expected, abs=5e-4)
         assert alignment.warp.correlation > 0.95
     assert fused.frames[0].shift != (0.0, 0.0)  # the axis is off-centre: scale and shift
+    record = json.loads(json.dumps(fused.record()))
+    assert record["reference"] == 2 and record["size"] == fused.size
+    assert [f["problem"] for f in record["frames"]] == [None] * 5
 
 
 def test_fused_jpeg_carries_the_reference_exif_and_its_size_and_crc(stack: Stack, fused) -> None:  # noqa: ANN001

@@ -98,6 +98,21 @@ class FusionResult:
         """The frames left out because they could not be aligned."""
         return [frame for frame in self.frames if not frame.used]
 
+    def record(self) -> dict[str, Any]:
+        """The result as JSON-able facts (for a manifest, a log line or a message between
+        processes): the file, its size and CRC-32, the reference, each frame's scale, shift and
+        correlation or why it was left out, and the seconds."""
+        return {
+            "path": str(self.path), "size": self.size, "crc32": self.crc32,
+            "width": self.width, "height": self.height, "reference": self.reference,
+            "frames": [{"path": str(f.path), "scale": round(f.scale, 6),
+                        "shift": [round(v, 3) for v in f.shift],
+                        "correlation": round(f.warp.correlation, 4), "problem": f.problem}
+                       for f in self.frames],
+            "seconds": round(self.seconds, 3), "align_seconds": round(self.align_seconds, 3),
+            "blend_seconds": round(self.blend_seconds, 3),
+        }
+
 
 def fuse_stack(frames: Sequence[Path], out: Path, *, exif_from: Path | None = None,
                quality: int = 90, reference: int | None = None, strict: bool = False,
