@@ -30,7 +30,7 @@ from typing import Any
 
 from openscan_pi.fsutil import atomic_open, disk_error
 from openscan_pi.fusion.align import IDENTITY, Warp, find_warp, reduced_flags, reduction
-from openscan_pi.fusion.blend import MARGIN, fuse_rows, strip_rows
+from openscan_pi.fusion.blend import fuse_rows, margin, strip_rows, window
 from openscan_pi.fusion.errors import FusionError
 from openscan_pi.fusion.frames import (
     RECAPTURE,
@@ -278,11 +278,11 @@ def _blend(cv2: Any, raws: list[RawFrame], width: int, height: int) -> Any:
     import numpy as np
 
     image = np.empty((height, width, 3), dtype=np.uint8)
-    rows = strip_rows(width)
+    rows, reach, box = strip_rows(width, height), margin(height), window(height)
     for top in range(0, height, rows):
         bottom = min(height, top + rows)
-        above, below = max(0, top - MARGIN), min(height, bottom + MARGIN)
-        fused = fuse_rows(cv2, len(raws), functools.partial(_read, raws, above, below))
+        above, below = max(0, top - reach), min(height, bottom + reach)
+        fused = fuse_rows(cv2, len(raws), functools.partial(_read, raws, above, below), box)
         image[top:bottom] = fused[top - above:bottom - above, :, ::-1]
     return image
 
