@@ -171,6 +171,24 @@ def check_camera(cfg: Config, *,
     return Check("camera", OK, f"picamera2, {models}; stills at {width}x{height}")
 
 
+def check_fusion(cfg: Config, *, version_probe: Callable[[], str | None] | None = None) -> Check:
+    """OpenCV, which fuses focus stacks on the device: needed when ``camera.focus.stack > 1``."""
+    from openscan_pi.fusion import opencv_version
+    from openscan_pi.fusion.opencv import install_hint
+
+    version = (version_probe or opencv_version)()
+    stack = cfg.camera.focus.stack
+    if version is None:
+        if stack > 1:
+            return Check("fusion", FAIL, f"camera.focus.stack is {stack} but OpenCV cannot be "
+                         "imported: the stacks cannot be fused", install_hint())
+        return Check("fusion", OK, "focus stacks off (camera.focus.stack 1); OpenCV, which fuses "
+                     f"them, is not installed ({install_hint()})")
+    if stack > 1:
+        return Check("fusion", OK, f"OpenCV {version}: stacks of {stack} fused on the device")
+    return Check("fusion", OK, f"OpenCV {version}; focus stacks off (camera.focus.stack 1)")
+
+
 def _socket_group(cfg: Config) -> str | None:
     """The group that may talk to the daemon: the socket file's, else the configured or usual one."""
     for path in paths.socket_candidates(cfg.daemon.socket):
@@ -349,6 +367,7 @@ def run_checks(cfg: Config, *, now: Callable[[], float] = time.time,
         (["config"], lambda: [check_config(cfg)], CHECK_TIMEOUT_S),
         (["pins"], lambda: [check_pins(cfg, pin_factory_probe=pin_factory_probe)], CHECK_TIMEOUT_S),
         (["camera"], lambda: [check_camera(cfg, camera_probe=camera_probe)], CHECK_TIMEOUT_S),
+        (["fusion"], lambda: [check_fusion(cfg)], CHECK_TIMEOUT_S),
         (["groups"], lambda: [check_groups(cfg)], CHECK_TIMEOUT_S),
         (["socket"], lambda: [check_socket(cfg)], 3 * DAEMON_TIMEOUT_S),
         (["data_dir"], lambda: [check_data_dir(cfg)], CHECK_TIMEOUT_S),

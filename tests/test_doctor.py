@@ -30,15 +30,24 @@ import yaml
 
 from openscan_pi import doctor, doctor_versions
 from openscan_pi.config import Config, load_config
-from openscan_pi.doctor import FAIL, OK, WARN, check_camera, check_data_dir, check_groups, check_pins
+from openscan_pi.doctor import (
+    FAIL,
+    OK,
+    WARN,
+    check_camera,
+    check_data_dir,
+    check_fusion,
+    check_groups,
+    check_pins,
+)
 from openscan_pi.doctor_cloud import check_clock
 from openscan_pi.doctor_versions import check_versions
 from openscan_pi.sim.cloud import LocalCloud, TokenLimits
 from tests.conftest import TOKEN, cli_env, run_cli
 from tests.daemon.conftest import DaemonProcess, daemon_config
 
-NAMES = ["config", "pins", "camera", "groups", "socket", "data_dir", "jobs", "cloud", "token",
-         "clock", "versions"]
+NAMES = ["config", "pins", "camera", "fusion", "groups", "socket", "data_dir", "jobs", "cloud",
+         "token", "clock", "versions"]
 
 
 def write(path: Path, *, cloud_url: str = "local", token: str = TOKEN, rig: str = "simulated",
@@ -89,11 +98,12 @@ def test_simulate_passes_on_any_machine(tmp_path: Path) -> None:
     assert [line[6:17].strip() for line in lines[:-1]] == NAMES
     assert all(line.startswith(("ok    ", "warn  ")) for line in lines[:-1]), done.stdout
     assert lines[2] == "ok    camera     simulated camera, 320x240"
-    socket_line = lines[4]
+    assert lines[3].startswith("ok    fusion     ")
+    socket_line = lines[5]
     assert socket_line.startswith("warn  socket     the daemon is not running")
     assert socket_line.endswith("→ fix: sudo systemctl start openscan-pi (or run `openscan-pi daemon`)")
-    assert "bundled local cloud at http://127.0.0.1:" in lines[7] and "online" in lines[7]
-    assert lines[-1].startswith("all 11 checks passed")
+    assert "bundled local cloud at http://127.0.0.1:" in lines[8] and "online" in lines[8]
+    assert lines[-1].startswith("all 12 checks passed")
     assert not (tmp_path / "data").exists()  # doctor writes nothing
 
 
@@ -158,7 +168,7 @@ def test_unreachable_cloud_fails_cloud_and_token(tmp_path: Path) -> None:
     assert lines["cloud"].endswith(f"→ fix: check the network and cloud.url ({url})")
     assert lines["token"].startswith("FAIL  token      not checked: the cloud did not answer")
     assert lines["clock"].startswith("ok    clock ")
-    assert done.stdout.splitlines()[-1].startswith("2 of 11 checks failed")
+    assert done.stdout.splitlines()[-1].startswith("2 of 12 checks failed")
 
 
 def test_a_token_the_cloud_refuses(tmp_path: Path) -> None:
@@ -213,7 +223,7 @@ def test_a_real_rig_on_a_machine_without_gpio_or_camera(tmp_path: Path, cloud: L
                                   "python3-lgpio), or use --simulate")
     assert lines["camera"].startswith("FAIL  camera     picamera2 is not installed")
     assert "→ fix: sudo apt install python3-picamera2" in lines["camera"]
-    assert done.stdout.splitlines()[-1].startswith("2 of 11 checks failed")
+    assert done.stdout.splitlines()[-1].startswith("2 of 12 checks failed")
 
 
 # -- the parts that need hardware, a user or a clock we do not have --------------------------------
@@ -431,3 +441,14 @@ def test_the_minimums_are_those_of_setup_cfg() -> None:
     declared = dict(re.findall(r"^([A-Za-z0-9_.-]+)>=([0-9.]+)$", "\n".join(lines), re.MULTILINE))
     assert declared == doctor_versions.MINIMUMS
     assert set(declared) <= set(doctor_versions.APT_NAMES)
+
+
+def test_fusion_line_needs_opencv_only_for_stacks(tmp_path: Path) -> None:
+    stacked = load_config(write(tmp_path / "s.yaml", camera={"focus": {"stack": 5}}), env={})
+    plain = load_config(write(tmp_path / "p.yaml"), env={})
+    missing = check_fusion(stacked, version_probe=lambda: None)
+    assert missing.status == FAIL and "camera.focus.stack is 5" in missing.detail
+    assert "opencv" in missing.fix
+    assert check_fusion(plain, version_probe=lambda: None).status == OK
+    found = check_fusion(stacked, version_probe=lambda: "4.6.0")
+    assert found.status == OK and found.detail == "OpenCV 4.6.0: stacks of 5 fused on the device"

@@ -63,6 +63,9 @@ def test_alignment_finds_the_lens_breathing(stack: Stack, fused) -> None:  # noq
         assert alignment.scale == pytest.approx(expected, abs=5e-4)
         assert alignment.warp.correlation > 0.95
     assert fused.frames[0].shift != (0.0, 0.0)  # the axis is off-centre: scale and shift
+    record = json.loads(json.dumps(fused.record()))
+    assert record["reference"] == 2 and record["size"] == fused.size
+    assert [f["problem"] for f in record["frames"]] == [None] * 5
 
 
 def test_fused_jpeg_carries_the_reference_exif_and_its_size_and_crc(stack: Stack, fused) -> None:  # noqa: ANN001
@@ -80,14 +83,15 @@ def test_fused_jpeg_carries_the_reference_exif_and_its_size_and_crc(stack: Stack
 
 def test_strips_give_the_same_image_as_one_piece(stack: Stack, fused, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
-    monkeypatch.setattr(blend, "STRIP_PIXELS", stack.width * (stack.height + 4 * blend.MARGIN))
+    reach = blend.margin(stack.height)
+    monkeypatch.setattr(blend, "STRIP_PIXELS", stack.width * (stack.height + 4 * reach))
     whole = fuse_stack(stack.frames, tmp_path / "whole.jpg", exif_from=stack.frames[2],
                        quality=stack.quality)
-    assert blend.strip_rows(stack.width) >= stack.height
-    monkeypatch.setattr(blend, "STRIP_PIXELS", stack.width * (2 * blend.MARGIN + 16))
+    assert blend.strip_rows(stack.width, stack.height) >= stack.height
+    monkeypatch.setattr(blend, "STRIP_PIXELS", stack.width * (2 * reach + 16))
     thin = fuse_stack(stack.frames, tmp_path / "thin.jpg", exif_from=stack.frames[2],
                       quality=stack.quality)
-    assert blend.strip_rows(stack.width) == 16
+    assert blend.strip_rows(stack.width, stack.height) == 16
     assert whole.path.read_bytes() == thin.path.read_bytes() == fused.path.read_bytes()
 
 

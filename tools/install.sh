@@ -9,7 +9,8 @@
 #
 # What it sets up:
 #   apt        python3-picamera2, python3-lgpio, python3-gpiozero, python3-systemd, ... (the
-#              camera and GPIO stacks only exist as Raspberry Pi OS packages)
+#              camera and GPIO stacks only exist as Raspberry Pi OS packages), python3-opencv
+#              (fuses focus stacks on the device)
 #   user       system user and group `openscan` (no login, home /var/lib/openscan-pi), in the groups
 #              gpio and video; the user who ran sudo joins group `openscan` (socket access)
 #   venv       /opt/openscan-pi/venv with --system-site-packages (so the apt packages above are
@@ -46,7 +47,7 @@ readonly DEVICE_GROUPS=(gpio video)
 readonly APT_PACKAGES=(
   python3-picamera2 python3-lgpio python3-gpiozero python3-systemd python3-yaml python3-requests
   python3-venv python3-numpy python3-pil python3-tqdm python3-urllib3 python3-setuptools
-  python3-wheel
+  python3-wheel python3-opencv
 )
 readonly MODELS="classic mini mini-v2 midi simulated"
 # The system Python (not one from pyenv or similar): the apt packages live in its site-packages.

@@ -81,6 +81,14 @@ def read_exif(path: Path) -> bytes | None:
     return exif if isinstance(exif, bytes) else None
 
 
+def exif_segment(exif: bytes) -> bytes:
+    """``exif`` (``b"Exif\\0\\0"`` + TIFF data, as :func:`read_exif` gives it) as the APP1
+    segment that carries it in a JPEG, to go right after the start marker."""
+    if len(exif) > 0xFFFF - 2:
+        raise FusionError(f"an EXIF block of {len(exif)} bytes does not fit in a JPEG segment")
+    return b"\xff\xe1" + (len(exif) + 2).to_bytes(2, "big") + exif
+
+
 class RawFrame:
     """A frame of ``height x width`` RGB pixels in a raw file, written and read by rows."""
 

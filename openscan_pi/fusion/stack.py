@@ -4,8 +4,8 @@ Memory is bounded whatever the resolution: the alignment works on JPEGs decoded 
 scale; each frame is then decoded once at full size, warped a strip at a time onto the
 reference and written to a raw file in a work folder beside the output (one decoded frame in
 memory at a time); the blend reads those files a strip at a time (:mod:`.blend`); only the output
-image is whole, as the JPEG encoder needs it. For 12 MP x 5 that peaks near 120 MB RSS with
-numpy, OpenCV and Pillow loaded (``tools/bench_fusion.py``).
+image is whole, as the JPEG encoder needs it. See ``tools/bench_fusion.py`` for the peak at
+12 MP x 5.
 
 The output is written like every photo (temp file beside it, fsync, rename, fsync the folder):
 it is there whole or not at all, also when the process is killed. A killed fusion leaves its work
@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import shutil
 import tempfile
 import time
@@ -29,9 +30,17 @@ from typing import Any
 
 from openscan_pi.fsutil import atomic_open, disk_error
 from openscan_pi.fusion.align import IDENTITY, Warp, find_warp, reduced_flags, reduction
-from openscan_pi.fusion.blend import MARGIN, fuse_rows, strip_rows
+from openscan_pi.fusion.blend import fuse_rows, margin, strip_rows, window
 from openscan_pi.fusion.errors import FusionError
-from openscan_pi.fusion.frames import RECAPTURE, FrameInfo, RawFrame, check_frame, decode, read_exif
+from openscan_pi.fusion.frames import (
+    RECAPTURE,
+    FrameInfo,
+    RawFrame,
+    check_frame,
+    decode,
+    exif_segment,
+    read_exif,
+)
 from openscan_pi.fusion.opencv import load_cv2
 
 log = logging.getLogger(__name__)
@@ -89,6 +98,21 @@ class FusionResult:
         """The frames left out because they could not be aligned."""
         return [frame for frame in self.frames if not frame.used]
 
+    def record(self) -> dict[str, Any]:
+        """The result as JSON-able facts (for a manifest, a log line or a message between
+        processes): the file, its size and CRC-32, the reference, each frame's scale, shift and
+        correlation or why it was left out, and the seconds."""
+        return {
+            "path": str(self.path), "size": self.size, "crc32": self.crc32,
+            "width": self.width, "height": self.height, "reference": self.reference,
+            "frames": [{"path": str(f.path), "scale": round(f.scale, 6),
+                        "shift": [round(v, 3) for v in f.shift],
+                        "correlation": round(f.warp.correlation, 4), "problem": f.problem}
+                       for f in self.frames],
+            "seconds": round(self.seconds, 3), "align_seconds": round(self.align_seconds, 3),
+            "blend_seconds": round(self.blend_seconds, 3),
+        }
+
 
 def fuse_stack(frames: Sequence[Path], out: Path, *, exif_from: Path | None = None,
                quality: int = 90, reference: int | None = None, strict: bool = False,
@@ -142,7 +166,7 @@ def fuse_stack(frames: Sequence[Path], out: Path, *, exif_from: Path | None = No
         align_seconds = blend_started - started
         image = _blend(cv2, raws, first.width, first.height)
         blend_seconds = time.monotonic() - blend_started
-        size, crc = _write_jpeg(image, out, quality, exif)
+        size, crc = _write_jpeg(cv2, image, out, quality, exif)
     except OSError as exc:
         raise disk_error(exc, work) from exc
     finally:
@@ -201,43 +225,65 @@ def _align(cv2: Any, infos: list[FrameInfo], ref: int, strict: bool) -> list[Fra
 
 def _write_aligned(cv2: Any, info: FrameInfo, alignment: FrameAlignment, path: Path) -> RawFrame:
     """Decode ``info`` once, warp it onto the reference a strip at a time, and write it as RGB
-    to a raw file at ``path``."""
-    import numpy as np
+    to a raw file at ``path``.
 
-    frame = decode(cv2, info, cv2.IMREAD_COLOR)
+    Pillow decodes (4 bytes a pixel, and nothing more: OpenCV's ``imread`` of a 12 MP JPEG
+    peaks at twice its 3 bytes a pixel); each strip of the output is warped from just the rows
+    of the frame it reaches."""
+    import numpy as np
+    from PIL import Image
+
     raw = RawFrame(path, info.width, info.height)
     try:
-        identity = alignment.warp.matrix == IDENTITY.matrix
-        matrix = np.array(alignment.warp.matrix, dtype=np.float64)
-        for top in range(0, info.height, WARP_ROWS):
-            bottom = min(info.height, top + WARP_ROWS)
-            if identity:
-                rows = frame[top:bottom]
-            else:
-                # The warp of output rows top..bottom: the reference's pixel (x, y + top).
+        with Image.open(info.path) as opened:
+            image = opened.convert("RGB") if opened.mode != "RGB" else opened
+            image.load()
+            matrix = np.array(alignment.warp.matrix, dtype=np.float64)
+            identity = alignment.warp.matrix == IDENTITY.matrix
+            for top in range(0, info.height, WARP_ROWS):
+                bottom = min(info.height, top + WARP_ROWS)
+                if identity:
+                    raw.write_rows(top, np.asarray(image.crop((0, top, info.width, bottom))))
+                    continue
+                first, last = _source_rows(matrix, info.width, info.height, top, bottom)
+                source = np.asarray(image.crop((0, first, info.width, last)))
+                # Output pixel (x, y) of the strip is the reference's (x, y + top), which is the
+                # frame's matrix @ (x, y + top, 1), which is row (that - first) of the source.
                 strip = matrix.copy()
                 strip[:, 2] += matrix[:, 1] * top
-                rows = cv2.warpAffine(frame, strip, (info.width, bottom - top),
+                strip[1, 2] -= first
+                rows = cv2.warpAffine(source, strip, (info.width, bottom - top),
                                       flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
                                       borderMode=cv2.BORDER_REPLICATE)
-            raw.write_rows(top, np.ascontiguousarray(cv2.cvtColor(rows, cv2.COLOR_BGR2RGB)))
+                raw.write_rows(top, rows)
     except BaseException:
         raw.close()
         raise
     return raw
 
 
-def _blend(cv2: Any, raws: list[RawFrame], width: int, height: int) -> Any:
-    """The fused image (a Pillow RGB image), blended strip by strip (see :mod:`.blend`)."""
-    from PIL import Image
+def _source_rows(matrix: Any, width: int, height: int, top: int, bottom: int) -> tuple[int, int]:
+    """The rows of the frame that output rows ``top`` to ``bottom`` reach through ``matrix``
+    (with the cubic kernel's reach), within the frame and at least one."""
+    ys = [matrix[1, 0] * x + matrix[1, 1] * y + matrix[1, 2]
+          for x in (0, width - 1) for y in (top, bottom - 1)]
+    first = min(max(0, math.floor(min(ys)) - 3), height - 1)
+    last = max(min(height, math.ceil(max(ys)) + 4), first + 1)
+    return first, last
 
-    image = Image.new("RGB", (width, height))
-    rows = strip_rows(width)
+
+def _blend(cv2: Any, raws: list[RawFrame], width: int, height: int) -> Any:
+    """The fused image (``(height, width, 3)`` uint8, BGR for OpenCV's encoder), blended strip by
+    strip (see :mod:`.blend`)."""
+    import numpy as np
+
+    image = np.empty((height, width, 3), dtype=np.uint8)
+    rows, reach, box = strip_rows(width, height), margin(height), window(height)
     for top in range(0, height, rows):
         bottom = min(height, top + rows)
-        above, below = max(0, top - MARGIN), min(height, bottom + MARGIN)
-        fused = fuse_rows(cv2, len(raws), functools.partial(_read, raws, above, below))
-        image.paste(Image.fromarray(fused[top - above:bottom - above]), (0, top))
+        above, below = max(0, top - reach), min(height, bottom + reach)
+        fused = fuse_rows(cv2, len(raws), functools.partial(_read, raws, above, below), box)
+        image[top:bottom] = fused[top - above:bottom - above, :, ::-1]
     return image
 
 
@@ -246,16 +292,21 @@ def _read(raws: list[RawFrame], above: int, below: int, k: int) -> Any:
     return raws[k].read_rows(above, below)
 
 
-def _write_jpeg(image: Any, out: Path, quality: int, exif: bytes | None) -> tuple[int, int]:
-    """Write ``image`` as a JPEG at ``out`` durably; its ``(size, crc32)``."""
-    options: dict[str, Any] = {"quality": quality}
-    if exif:
-        options["exif"] = exif
+def _write_jpeg(cv2: Any, image: Any, out: Path, quality: int,
+                exif: bytes | None) -> tuple[int, int]:
+    """Write ``image`` (BGR) as a JPEG at ``out`` durably, with ``exif`` in an APP1 segment
+    right after the start marker (OpenCV's encoder writes none); its ``(size, crc32)``.
+    OpenCV encodes from the array itself (Pillow would copy it into an image of 4 bytes a
+    pixel first)."""
+    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise FusionError(f"OpenCV could not encode {out}")
+    data = memoryview(encoded).cast("B")
+    parts: list[bytes | memoryview] = [data[:2], exif_segment(exif), data[2:]] if exif else [data]
     with atomic_open(out, "wb") as fh:
-        image.save(fh, format="JPEG", **options)
-    size, crc = 0, 0
-    with open(out, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            size += len(chunk)
-            crc = zlib.crc32(chunk, crc)
-    return size, crc
+        for part in parts:
+            fh.write(part)
+    crc = 0
+    for part in parts:
+        crc = zlib.crc32(part, crc)
+    return sum(len(part) for part in parts), crc

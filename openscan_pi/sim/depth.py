@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from openscan_pi.sim.scene import DISTANCE, pixel_rays, render_rows, render_strips, sphere_radius
+from openscan_pi.sim.scene import STRIP_ROWS as SCENE_ROWS
 
 #: Metres per scene unit: the sphere's near side is then at about 0.18 m (5.6 dioptres).
 METRES_PER_UNIT = 1 / 14
@@ -103,7 +104,10 @@ def render_focused_strips(width: int, height: int, rotor: float, turntable: floa
     for top in range(0, height, rows):
         bottom = min(height, top + rows)
         above, below = max(0, top - margin), min(height, bottom + margin)
-        sharp = render_rows(width, height, above, below, rotor, turntable, view, smooth=True)
+        sharp = np.concatenate([
+            render_rows(width, height, first, min(below, first + SCENE_ROWS), rotor, turntable,
+                        view, smooth=True)
+            for first in range(above, below, SCENE_ROWS)])
         sigma = blur_sigma(depth_dioptres(width, height, top, bottom, view), lens_position, height)
         # Each pixel between the two levels around its blur, linearly: position p in the list.
         where = np.interp(sigma, levels, np.arange(len(levels), dtype=np.float32)).astype(np.float32)
@@ -113,8 +117,10 @@ def render_focused_strips(width: int, height: int, rotor: float, turntable: floa
             np.maximum(weight, 0, out=weight)
             if not weight.any():
                 continue
-            blurred = _blur(sharp, level)[top - above:bottom - above]
-            out += weight[:, :, None] * blurred
+            blurred = _blur(sharp, level, top - above, bottom - above)
+            blurred *= weight[:, :, None]
+            out += blurred
+            del blurred
         yield top, np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
@@ -153,15 +159,16 @@ def _levels(scale: float) -> list[float]:
     return levels
 
 
-def _blur(strip: Any, sigma: float) -> Any:
-    """``strip`` (uint8 RGB) blurred by a Gaussian of ``sigma`` pixels (as float32)."""
+def _blur(strip: Any, sigma: float, first: int, last: int) -> Any:
+    """Rows ``first`` to ``last`` of ``strip`` (uint8 RGB) blurred by a Gaussian of ``sigma``
+    pixels, as float32."""
     import numpy as np
     from PIL import Image, ImageFilter
 
     if sigma <= 0:
-        return strip.astype(np.float32)
+        return strip[first:last].astype(np.float32)
     image = Image.fromarray(strip).filter(ImageFilter.GaussianBlur(sigma))
-    return np.asarray(image, dtype=np.float32)
+    return np.asarray(image.crop((0, first, image.width, last)), dtype=np.float32)
 
 
 # -- measures against the ground truth (the benchmark's and the tests') -------------------------
