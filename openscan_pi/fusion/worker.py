@@ -11,12 +11,14 @@ disk (atomically) before its entry is written to the fused manifest (atomically)
 killed at any point loses at most the stack in hand: the next one removes what it left and fuses
 that stack again. One process at a time fuses a job (a lock in ``fused/``); a second one waits
 for the first. Exit status 0 when every complete stack it met is fused, 1 with one line on
-standard error otherwise (a broken frame: retry captures it again).
+standard error otherwise (a broken frame: retry captures it again). It runs at a lower CPU
+priority (``nice`` +10), so that a fusion never takes the CPU from the steppers.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import logging
 import os
@@ -29,6 +31,8 @@ from openscan_pi.fsutil import atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
 
+#: How much lower than the daemon's and the rig worker's the fusion's CPU priority is.
+NICENESS = 10
 #: The folder of the fused photos and their manifest, inside the job's folder.
 FOLDER = "fused"
 MANIFEST = "manifest.json"
@@ -111,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--follow", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    # Behind the rig: the steppers' timing (the rig worker's) wins over a fusion for the CPU.
+    with contextlib.suppress(OSError):
+        os.nice(NICENESS)
     fuser = Fuser(args.job, args.stack, args.quality)
     try:
         fuser.folder.mkdir(exist_ok=True)

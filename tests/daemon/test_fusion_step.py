@@ -104,3 +104,22 @@ def test_the_fusion_process_fuses_again_only_a_photo_that_went_missing(
     assert (folder / "fused" / "pos0000.jpg").stat().st_mtime_ns == kept
     fused = read_json(folder / "fused" / "manifest.json")
     assert sorted(e["position"] for e in fused) == [0, 1, 2]
+
+
+def test_the_fusion_process_runs_behind_the_rig(make_daemon: Callable[..., DaemonProcess],
+                                                cloud: LocalCloud) -> None:
+    # Its priority is read while it follows the capture (a process of the job, niced by 10).
+    d = stacked(make_daemon, cloud)
+    job = d.call("scan", {"positions": 12})
+    d.wait(lambda s: (s["job"] or {}).get("captured", 0) >= 1)
+    niceness = None
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"openscan_pi.fusion.worker" in cmd and str(d.data).encode() in b" ".join(cmd):
+            niceness = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[16])
+            break
+    assert niceness is not None and niceness >= 10, niceness
+    assert d.wait_job(job["id"], {"done", "failed"})["state"] == "done"
