@@ -68,6 +68,8 @@ _TCP_INFO = getattr(socket, "TCP_INFO", None)  # Linux: struct tcp_info
 _TCP_INFO_SIZE = 104
 #: Offset of ``tcpi_last_data_recv`` (ms since data was last received) in struct tcp_info.
 _LAST_DATA_RECV = 52
+#: How much more recent than the wait's start the last data received must be to count as heard.
+_HEARD_MARGIN_MS = 50.0
 
 
 class CallAborted(Exception):
@@ -209,17 +211,23 @@ class CallScope:
         stall rule never waits for a thinking peer)."""
         if _TCP_INFO is None:
             return True
+        told = False
         for sock in list(self._socks):
-            try:
+            try:  # a socket of the call closed meanwhile (a stale pooled one) tells nothing
+                if sock.fileno() < 0:
+                    continue
                 info = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _TCP_INFO_SIZE)
             except (OSError, ValueError):
-                return True
+                continue
             if len(info) < _LAST_DATA_RECV + 4:
-                return True
+                continue
+            told = True
             (quiet_ms,) = struct.unpack_from("I", info, _LAST_DATA_RECV)
-            if quiet_ms < (now - since) * 1000.0:
+            # The kernel's clock ticks in jiffies, and a connection that has received nothing
+            # yet counts from its opening, which may be just before ``since``: a margin.
+            if quiet_ms + _HEARD_MARGIN_MS < (now - since) * 1000.0:
                 return True
-        return False
+        return not told
 
     def _progress_locked(self) -> int:
         return self._sent - self._queued_locked()
