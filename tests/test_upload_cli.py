@@ -38,6 +38,21 @@ def mid_part(state: dict, data_dir: Path) -> bool:
             and project["bytes_receiving"] > 0)
 
 
+def killed_mid_part(cloud: LocalCloud, args: tuple[str, ...], data_dir: Path) -> None:
+    """``openscan-pi ARGS`` (an upload) killed with SIGKILL while a part is half-way, after two
+    confirmed ones (the cloud reads parts slowly meanwhile)."""
+    cloud.inject("part_slow", bps=50_000)
+    proc = start_cli(*args)
+    try:
+        cloud.wait_for(lambda s: mid_part(s, data_dir), timeout=60)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+
+
 def test_upload_wait_json(config_path: Path, cloud: LocalCloud, image_set: Path,
                           tmp_path: Path) -> None:
     out = tmp_path / "model"
@@ -77,18 +92,9 @@ def test_plain_progress_lines_when_not_a_terminal(config_path: Path, cloud: Loca
 
 def test_power_cut_mid_part_then_the_same_command_continues(config_path: Path, cloud: LocalCloud,
                                                          image_set: Path, tmp_path: Path) -> None:
-    cloud.inject("part_slow", bps=50_000)
     args = ("--config", str(config_path), "upload", str(image_set), "--wait", "--out",
             str(tmp_path / "model"))
-    proc = start_cli(*args)
-    try:
-        cloud.wait_for(lambda s: mid_part(s, tmp_path / "data"), timeout=60)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == -signal.SIGKILL
+    killed_mid_part(cloud, args, tmp_path / "data")
     # A power cut takes the Pi's network stack with it: the server never gets the rest of the
     # part that was in flight (after a plain kill -9 the kernel would still deliver what sat in
     # the socket buffer).
@@ -221,15 +227,8 @@ def test_simulate_uses_the_local_cloud_in_process(tmp_path: Path, image_set: Pat
 
 def test_a_set_changed_mid_upload_fails_the_job_and_retry_goes_on_once_it_is_back(
         config_path: Path, cloud: LocalCloud, image_set: Path, tmp_path: Path) -> None:
-    cloud.inject("part_slow", bps=50_000)
-    proc = start_cli("--config", str(config_path), "upload", str(image_set))
-    try:
-        cloud.wait_for(lambda s: mid_part(s, tmp_path / "data"), timeout=60)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    killed_mid_part(cloud, ("--config", str(config_path), "upload", str(image_set)),
+                    tmp_path / "data")
     cloud.inject("abort_uploads")
     cloud.wait_for(lambda s: s["uploads_in_progress"] == 0, timeout=30)
     cloud.inject("part_slow", bps=0)
