@@ -168,17 +168,17 @@ class Web:
         return response
 
     async def preview_jpg(self, request: web.Request) -> web.Response:
-        """The next preview after ``?after=N`` (waits for it); 503 with the reason when there is
-        none (the rig scans, the camera is busy)."""
+        """The next preview after ``?after=N`` (waits for it), or ``{"problem": why}`` when there
+        is none (the rig scans, the camera is busy): an answer, not an error, for a page that
+        asks again."""
         try:
             after = int(request.query.get("after", "0"))
         except ValueError:
             return json_error(400, "after: expected a whole number")
         got = await self.preview.next_frame(after)
-        if got is None:
-            return json_error(503, "no preview yet: try again", **{"Retry-After": "1"})
-        if isinstance(got, str):
-            return json_error(503, got, **{"Retry-After": "1"})
+        if got is None or isinstance(got, str):
+            return web.json_response({"problem": got or "no preview yet"},
+                                     headers={"Cache-Control": "no-store"})
         frame: Frame = got
         meta = {f"X-Preview-{k.replace('_', '-')}": "" if v is None else str(v)
                 for k, v in frame.meta.items()}

@@ -263,7 +263,8 @@ def test_the_preview_says_why_there_is_none_during_a_scan(web: WebDaemon) -> Non
     deadline = time.monotonic() + WAIT_S
     while True:
         r = s.get(web.url + "/preview.jpg?after=1000000", timeout=60)
-        if r.status_code == 503 and "scanning" in r.json().get("error", ""):
+        assert r.status_code == 200
+        if "scanning" in r.json().get("problem", ""):
             break
         assert time.monotonic() < deadline, r.text
     s.act("cancel", {"job": job["id"]})

@@ -106,11 +106,12 @@ if (img) {
     if (document.hidden) return setTimeout(next, 1000);
     try {
       const r = await fetch("/preview.jpg?after=" + seq, { credentials: "same-origin" });
-      if (r.ok) {
+      if ((r.headers.get("Content-Type") || "").startsWith("image/")) {
         seq = Number(r.headers.get("X-Preview-Seq"));
         const old = url;
         url = URL.createObjectURL(await r.blob());
         img.src = url;
+        img.dataset.seq = String(seq);
         if (old) URL.revokeObjectURL(old);
         const focus = Number(r.headers.get("X-Preview-focus"));
         setText("focus", "focus " + focus.toFixed(1));
@@ -118,7 +119,7 @@ if (img) {
         return next();
       }
       const why = await r.json().catch(() => ({}));
-      setText("preview-note", why.error || "no preview");
+      setText("preview-note", why.problem || why.error || "no preview");
     } catch (e) {
       setText("preview-note", "no preview: " + e);
     }
