@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import inspect
 import logging
 import os
 import signal
@@ -40,10 +41,14 @@ async def serve(socket_path: Path, data_dir: Path, listen: str, password: str | 
     host, port = parse_listen(listen)
     app, link = make_app(socket_path, data_dir, password)
     follow = asyncio.create_task(link.follow())
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_S)
+    # aiohttp 3.9 moved the shutdown timeout from the site to the runner (Debian 12 has 3.8.4).
+    modern = "shutdown_timeout" in inspect.signature(web.BaseRunner.__init__).parameters
+    runner = web.AppRunner(app, access_log=None,
+                           **({"shutdown_timeout": SHUTDOWN_S} if modern else {}))
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        await web.TCPSite(runner, host, port,
+                          **({} if modern else {"shutdown_timeout": SHUTDOWN_S})).start()
     except OSError as exc:
         say(f"error: cannot listen on {listen}: {exc.strerror or exc}: choose another web.listen "
             "(is another program on that port?)")
