@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from openscan_pi.schema import parse_listen
 
@@ -43,12 +44,11 @@ async def serve(socket_path: Path, data_dir: Path, listen: str, password: str | 
     follow = asyncio.create_task(link.follow())
     # aiohttp 3.9 moved the shutdown timeout from the site to the runner (Debian 12 has 3.8.4).
     modern = "shutdown_timeout" in inspect.signature(web.BaseRunner.__init__).parameters
-    runner = web.AppRunner(app, access_log=None,
-                           **({"shutdown_timeout": SHUTDOWN_S} if modern else {}))
+    timeout: dict[str, Any] = {"shutdown_timeout": SHUTDOWN_S}
+    runner = web.AppRunner(app, access_log=None, **(timeout if modern else {}))
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port,
-                          **({} if modern else {"shutdown_timeout": SHUTDOWN_S})).start()
+        await web.TCPSite(runner, host, port, **({} if modern else timeout)).start()
     except OSError as exc:
         say(f"error: cannot listen on {listen}: {exc.strerror or exc}: choose another web.listen "
             "(is another program on that port?)")

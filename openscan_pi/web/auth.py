@@ -144,7 +144,7 @@ class Auth:
         return response
 
     async def _csrf_in(self, request: web.Request, session: Session) -> bool:
-        token = request.headers.get("X-CSRF-Token")
+        token: object = request.headers.get("X-CSRF-Token")
         if token is None and request.content_type in ("application/x-www-form-urlencoded",
                                                       "multipart/form-data"):
             token = (await request.post()).get("csrf")
