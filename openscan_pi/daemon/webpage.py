@@ -70,6 +70,9 @@ class WebPage:
                 "utf-8", "replace").strip()
         except TimeoutError:
             line = f"it did not say where it listens within {START_TIMEOUT_S:.0f} s"
+        if self._stopping:  # the daemon stops: nothing to say
+            await proc.wait()
+            return
         if line.startswith("listening on "):
             self.url = line.removeprefix("listening on ")
             log.info("web page at %s (process %d)", self.url, proc.pid)

@@ -19,7 +19,7 @@ import requests
 import yaml
 
 from ..conftest import cli_env
-from ..daemon.conftest import WAIT_S
+from ..daemon.conftest import WAIT_S, DaemonProcess
 from .conftest import WebDaemon, WebSession
 
 
@@ -270,3 +270,21 @@ def test_the_preview_says_why_there_is_none_during_a_scan(web: WebDaemon) -> Non
     s.act("cancel", {"job": job["id"]})
 
 
+
+
+def test_a_port_in_use_is_said_in_the_log_and_the_daemon_runs_on(
+        make_daemon: Callable[..., DaemonProcess]) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        daemon = make_daemon(web={"enabled": True, "listen": f"127.0.0.1:{port}"}).start()
+        wanted = f"the web page did not start: cannot listen on 127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while wanted not in daemon.log_text():
+            assert time.monotonic() < deadline, daemon.log_text()
+            time.sleep(0.05)  # polling the daemon's log: it says so there
+        assert daemon.call("status")["state"] == "idle"
+        assert "web.listen" in daemon.log_text()

@@ -36,9 +36,11 @@ function duration(s) {
 }
 
 let current = null;  // the status last received
+let rigFree = null;  // resolves the preview's wait for the rig (see below)
 
 function render(st) {
   current = st;
+  if (rigFree && st && !(st.rig && st.rig.job)) { rigFree(); rigFree = null; }
   setText("conn", st ? "" : "the daemon is not running");
   if (!st || !$("state")) return;
   const job = st.job || {}, rig = st.rig || {};
@@ -123,7 +125,10 @@ if (img) {
     } catch (e) {
       setText("preview-note", "no preview: " + e);
     }
-    setTimeout(next, 1000);
+    // No frame (the rig scans, the daemon is away): ask again once the status says the rig is
+    // free, or in 10 s at the latest, not every second.
+    await new Promise((ok) => { rigFree = ok; setTimeout(ok, current && current.rig && current.rig.job ? 10000 : 1000); });
+    next();
   };
   next();
 }
