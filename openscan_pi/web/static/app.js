@@ -75,9 +75,9 @@ document.addEventListener("click", (e) => {
   if (!b) return;
   e.preventDefault();
   if (b.dataset.light) return act("light", { on: b.dataset.light === "on" });
+  // the job of the button (a job's page), else the one the status shows
   const job = b.dataset.job || (current && current.job && current.job.id);
-  const body = job && b.dataset.action !== "pause" ? { job } : {};
-  act(b.dataset.action, b.dataset.action === "pause" && job ? { job } : body);
+  act(b.dataset.action, job ? { job } : {});
 });
 
 function number(v) { return v === "" ? undefined : Number(v); }
