@@ -28,7 +28,7 @@ import yaml
 
 from openscan_pi.errors import ConfigError
 from openscan_pi.paths import SYSTEM_CONFIG, find_config_file
-from openscan_pi.schema import RIG_MODELS, Config
+from openscan_pi.schema import RIG_MODELS, Config, is_loopback, parse_listen
 from openscan_pi.yamlload import HugeNumber, YamlRefused, digits, load
 
 #: No config number needs more: larger ones (and anything Python cannot make a float of) are refused.
@@ -226,6 +226,7 @@ def load_config(path: str | os.PathLike[str] | None = None, *,
         data["rig"] = _merge(profiles()[rig["model"]], rig)
     cfg = _build(Config, data, "")
     _check_rig(cfg)
+    _check_web(cfg)
     return dataclasses.replace(cfg, source=str(chosen) if chosen else None)
 
 
@@ -270,6 +271,16 @@ def _check_rig(cfg: Config) -> None:
         if not low <= value <= high:
             raise ConfigError(f"plan.{key}: {value} is outside the rotor's limits "
                               f"(rig.rotor.min_angle {low} .. max_angle {high})")
+
+
+def _check_web(cfg: Config) -> None:
+    """The web page off loopback only with a password."""
+    web = cfg.web
+    host, _port = parse_listen(web.listen)
+    if web.enabled and web.password is None and not is_loopback(host):
+        raise ConfigError(f"web.listen: {web.listen} is reachable from other machines and "
+                          "web.password is not set: set web.password, or listen on "
+                          "127.0.0.1:8080 and use `ssh -L 8080:localhost:8080 pi@scanner`")
 
 
 SIMULATE_OVERRIDES: dict[str, Any] = {"rig": {"model": "simulated"}, "cloud": {"url": "local"}}

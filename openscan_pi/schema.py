@@ -313,6 +313,52 @@ class PlanConfig:
     rotor_fixed: float = _field(between(-90, 90))  # rotor angle in turntable-only mode
 
 
+# -- web ----------------------------------------------------------------------------------------
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``web.listen`` as (host, port): ``HOST:PORT``, an IPv6 host in brackets (``[::1]:8080``).
+    ValueError with the reason when it is not one."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:8080 or [::1]:8080")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host or any(ch.isspace() or ch in "[]/" for ch in host):
+        raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:8080 or [::1]:8080")
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) is reachable from this machine only."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _listen(value: str) -> str | None:
+    try:
+        parse_listen(value)
+    except ValueError as exc:
+        return f"{_quote(value)}: {exc}"
+    return None
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """``web.*``: the scanner's web page (a process of its own, started by the daemon)."""
+
+    enabled: bool = _field()
+    listen: str = _field(_listen)  # HOST:PORT; anything but loopback needs a password
+    password: str | None = _field(optional(lambda v: None if v else "is empty: set a password "
+                                           "or null"))
+
+
 # -- all ----------------------------------------------------------------------------------------
 
 
@@ -326,6 +372,7 @@ class Config:
     rig: RigConfig
     camera: CameraConfig
     plan: PlanConfig
+    web: WebConfig
     #: Where the values came from: the file read on top of the defaults, or None.
     source: str | None = field(default=None, compare=False)
 

@@ -69,7 +69,7 @@ def test_token_from_environment_overrides_the_file(tmp_path: Path) -> None:
     ("cloud:\n  url: ftp://example.org\n",
      "config: cloud.url: 'ftp://example.org' is not an http(s) URL or 'local'"),
     ("cloud:\n  tokn: abc\n", "config: cloud.tokn: unknown key (known here: "),
-    ("clouds: {}\n", "config: clouds: unknown key (known here: camera, cloud, daemon, jobs, plan, rig)"),
+    ("clouds: {}\n", "config: clouds: unknown key (known here: camera, cloud, daemon, jobs, plan, rig, web)"),
     ("cloud: 5\n", "config: cloud: expected a mapping, got 5"),
     ("rig:\n  model: classik\n",
      "config: rig.model: expected one of classic, mini, mini-v2, midi, simulated, got 'classik'"),

@@ -47,7 +47,7 @@ readonly DEVICE_GROUPS=(gpio video)
 readonly APT_PACKAGES=(
   python3-picamera2 python3-lgpio python3-gpiozero python3-systemd python3-yaml python3-requests
   python3-venv python3-numpy python3-pil python3-tqdm python3-urllib3 python3-setuptools
-  python3-wheel python3-opencv
+  python3-wheel python3-opencv python3-aiohttp libjs-three
 )
 readonly MODELS="classic mini mini-v2 midi simulated"
 # The system Python (not one from pyenv or similar): the apt packages live in its site-packages.

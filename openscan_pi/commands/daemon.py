@@ -84,7 +84,8 @@ def daemon(args: argparse.Namespace, cfg: Config | None) -> int:
     from openscan_pi.sim.local_cloud import BundledCloud
 
     assert cfg is not None
-    setup_logging(debug=args.debug, secrets=(cfg.cloud.token, cfg.cloud.password), service=True,
+    secrets = (cfg.cloud.token, cfg.cloud.password, *filter(None, [cfg.web.password]))
+    setup_logging(debug=args.debug, secrets=secrets, service=True,
                   journal=journal_handler() if under_journal() else None)
 
     with BundledCloud() as bundled:  # cloud.url: local: the bundled cloud, a child of the daemon

@@ -26,6 +26,7 @@ from openscan_pi.daemon.methods import make_methods
 from openscan_pi.daemon.scheduler import Scheduler
 from openscan_pi.daemon.server import RpcServer, bind_socket, systemd_socket
 from openscan_pi.daemon.systemd import Notifier, status_line
+from openscan_pi.daemon.webpage import WebPage
 from openscan_pi.errors import UserError
 from openscan_pi.jobs.events import StatusChanged
 
@@ -68,6 +69,7 @@ class Service:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.server: RpcServer | None = None
         self.scheduler: Scheduler | None = None
+        self.web: WebPage | None = None  #: the web page's process, with web.enabled
         self._stop: asyncio.Event | None = None
         self.ready = threading.Event()  #: set once the socket answers
 
@@ -97,6 +99,7 @@ class Service:
                                                on_slow_start=self.notifier.extend_timeout)
         scheduler.events.subscribe(StatusChanged, self._tell, loop=self.loop)
         watchdog: asyncio.Task | None = None
+        web_task: asyncio.Task | None = None
         try:
             await self.loop.run_in_executor(None, scheduler.start)
             self.server = RpcServer(make_methods(scheduler), max_clients=self.cfg.daemon.max_clients,
@@ -110,6 +113,9 @@ class Service:
             log.info("openscan-pi daemon listening on %s (rig %s, cloud %s, data %s)", where,
                      self.cfg.rig.model, self.cfg.cloud.url, self.cfg.data_dir)
             self.notifier.ready(status_line(scheduler.status()))
+            if self.cfg.web.enabled:  # a client of the socket: started once it answers
+                self.web = WebPage(self.cfg)
+                web_task = asyncio.create_task(self.web.run())
             interval = self.notifier.watchdog_interval()
             if interval:
                 watchdog = asyncio.create_task(self._feed_watchdog(interval))
@@ -120,6 +126,10 @@ class Service:
         finally:
             if watchdog is not None:
                 watchdog.cancel()
+            if self.web is not None:
+                await self.web.stop()
+            if web_task is not None:
+                web_task.cancel()
             if self.server is not None:
                 await self.server.close()
             await self.loop.run_in_executor(None, scheduler.stop, STOP_TIMEOUT_S)

@@ -140,6 +140,7 @@ def daemon_config(root: Path, *, cloud: LocalCloud | None = None,
         "daemon": {"socket": str(root / "run" / "d.sock"), "data_dir": str(root / "data")},
         "rig": {"model": "simulated"},
         "camera": {"resolution": [320, 240]},
+        "web": {"enabled": False},  # tests/web/ start it
     }
     for name, values in sections.items():
         data.setdefault(name, {}).update(values)
