@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from openscan_pi.cloud.http import STALLED, CallScope
+from openscan_pi.cloud.callscope import STALLED, CallScope
 
 pytestmark = pytest.mark.skipif(not hasattr(socket, "TCP_INFO"), reason="Linux TCP_INFO only")
 

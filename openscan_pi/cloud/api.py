@@ -30,6 +30,7 @@ from typing import Any
 import requests
 
 from openscan_pi import __version__
+from openscan_pi.cloud.callscope import call_scope
 from openscan_pi.cloud.contenthash import ContentHasher
 from openscan_pi.cloud.errors import (
     AuthRefused,
@@ -46,7 +47,6 @@ from openscan_pi.cloud.errors import (
 from openscan_pi.cloud.http import (
     NETWORK_ERRORS,
     WatchedRetry,
-    call_scope,
     failure,
     make_session,
     open_get,

@@ -31,6 +31,7 @@ import requests
 import urllib3.exceptions as uexc
 from requests import exceptions as rexc
 
+from openscan_pi.cloud.callscope import CallAborted, call_scope
 from openscan_pi.cloud.errors import (
     BadAnswer,
     BadURL,
@@ -40,7 +41,7 @@ from openscan_pi.cloud.errors import (
     UnsafeModel,
     mask,
 )
-from openscan_pi.cloud.http import NETWORK_ERRORS, CallAborted, call_scope, failure, open_get
+from openscan_pi.cloud.http import NETWORK_ERRORS, failure, open_get
 from openscan_pi.errors import InputError
 from openscan_pi.fsutil import disk_error, fsync_dir
 
