@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from openscan_pi.config import load_config
-from openscan_pi.rig.camera import lens_positions
-from openscan_pi.sim.camera import SimulatedCamera
+from openscan_pi.sim.camera import capture_stack
 from openscan_pi.sim.depth import render_sharp
 
 BASE = load_config(None, env={}).camera
@@ -46,14 +45,7 @@ def make_stack(folder: Path, *, width: int = 800, height: int = 600, count: int 
     ``camera.focus.stack_range``, as ``folder/IMG_<index>_<k>.jpg``."""
     cfg = dataclasses.replace(BASE, resolution=(width, height), jpeg_quality=quality,
                               focus=dataclasses.replace(BASE.focus, stack=count))
-    camera = SimulatedCamera(cfg)
-    camera.start()
-    lens = [float(lp) for lp in lens_positions(cfg.focus, True) if lp is not None]
-    frames = []
-    for k, lp in enumerate(lens):
-        path = folder / f"IMG_{index:04d}_{k}.jpg"
-        camera.capture(path, rotor=rotor, turntable=turntable, index=index, lens_position=lp)
-        frames.append(path)
+    frames, lens = capture_stack(cfg, folder, rotor=rotor, turntable=turntable, index=index)
     return Stack(frames, lens, width, height, rotor, turntable, quality)
 
 

@@ -97,22 +97,13 @@ def make_stack(folder: Path, width: int, height: int, count: int,
                quality: int) -> tuple[list[Path], Any]:
     """The frames (captured by the simulated camera) and the ground truth (RGB array)."""
     from openscan_pi.config import load_config
-    from openscan_pi.rig.camera import lens_positions
-    from openscan_pi.sim.camera import SimulatedCamera
+    from openscan_pi.sim.camera import capture_stack
     from openscan_pi.sim.depth import render_sharp
 
     base = load_config(None, env={}).camera
     cfg = dataclasses.replace(base, resolution=(width, height), jpeg_quality=quality,
                               focus=dataclasses.replace(base.focus, stack=count))
-    camera = SimulatedCamera(cfg)
-    camera.start()
-    lens = [float(lp) for lp in lens_positions(cfg.focus, True) if lp is not None]
-    frames = []
-    for k, lp in enumerate(lens):
-        path = folder / f"IMG_0000_{k}.jpg"
-        camera.capture(path, rotor=20.0, turntable=30.0, index=0, lens_position=lp)
-        frames.append(path)
-    camera.close()
+    frames, lens = capture_stack(cfg, folder, rotor=20.0, turntable=30.0, index=0)
     return frames, render_sharp(width, height, 20.0, 30.0, lens[len(lens) // 2])
 
 

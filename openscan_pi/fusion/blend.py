@@ -14,7 +14,7 @@ margin above and below, and the result is the same as on the whole image.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 #: Gaussian smoothing of the grayscale before its Laplacian: sigma 1 pixel, cut at 2.
@@ -59,23 +59,31 @@ def focus_energy(cv2: Any, rgb: Any, box: int) -> Any:
     return cv2.blur(laplacian, (box, box), dst=laplacian)
 
 
+def sharpest(measures: Iterable[Any]) -> Any:
+    """For each pixel, the index (uint8) of the first of ``measures`` (arrays of one shape, one
+    a frame, computed one at a time) that is largest there."""
+    import numpy as np
+
+    best = best_index = None
+    for k, measure in enumerate(measures):
+        if best is None or best_index is None:
+            best, best_index = measure, np.zeros(measure.shape, dtype=np.uint8)
+            continue
+        better = measure > best
+        best_index[better] = k
+        np.maximum(best, measure, out=best)
+    if best_index is None:
+        raise ValueError("no frame to choose from")
+    return best_index
+
+
 def fuse_rows(cv2: Any, count: int, read: Callable[[int], Any], box: int) -> Any:
     """Fuse one strip: ``read(k)`` gives frame ``k``'s rows (the strip and its margins, uint8
     RGB; it is called twice per frame, so only one frame's rows are held at a time); ``box`` is
     the :func:`window`. Returns the fused rows (uint8 RGB, margins included)."""
     import numpy as np
 
-    best = best_index = None
-    for k in range(count):
-        energy = focus_energy(cv2, read(k), box)
-        if best is None or best_index is None:
-            best, best_index = energy, np.zeros(energy.shape, dtype=np.uint8)
-            continue
-        better = energy > best
-        best_index[better] = k
-        np.maximum(best, energy, out=best)
-    assert best_index is not None
-    del best
+    best_index = sharpest(focus_energy(cv2, read(k), box) for k in range(count))
     total: Any = None
     for k in range(count):
         chosen = (best_index == k).astype(np.float32)
@@ -99,17 +107,12 @@ def fuse_max_laplacian(cv2: Any, frames: Sequence[Any], kernel: int = 5) -> Any:
     largest absolute Laplacian there. Whole images in memory; for comparison only."""
     import numpy as np
 
-    best = best_index = None
-    for k, frame in enumerate(frames):
-        gray = cv2.GaussianBlur(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), (kernel, kernel), 0)
-        measure = np.abs(cv2.Laplacian(gray, cv2.CV_64F, ksize=kernel))
-        if best is None or best_index is None:
-            best, best_index = measure, np.zeros(measure.shape, dtype=np.uint8)
-            continue
-        better = measure > best
-        best_index[better] = k
-        np.maximum(best, measure, out=best)
-    assert best_index is not None
+    def measures() -> Iterator[Any]:
+        for frame in frames:
+            gray = cv2.GaussianBlur(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), (kernel, kernel), 0)
+            yield np.abs(cv2.Laplacian(gray, cv2.CV_64F, ksize=kernel))
+
+    best_index = sharpest(measures())
     out = np.empty_like(frames[0])
     for k, frame in enumerate(frames):
         mask = best_index == k

@@ -149,3 +149,22 @@ class SimulatedCamera:
         """Let the texture go (24 MB at 12 MP): a closed camera holds nothing; the next one to
         capture makes it again (about a second)."""
         _texture.cache_clear()
+
+
+def capture_stack(cfg: CameraConfig, folder: Path, *, rotor: float, turntable: float,
+                  index: int) -> tuple[list[Path], list[float]]:
+    """One position's focus stack as the rig takes it (``cfg.focus.stack`` frames at lens
+    positions spread over ``cfg.focus.stack_range``), written as ``folder/IMG_<index>_<k>.jpg``;
+    returns the frames and their lens positions (for tests and benchmarks of the fusion)."""
+    from openscan_pi.rig.camera import lens_positions
+
+    camera = SimulatedCamera(cfg)
+    camera.start()
+    lens = [float(lp) for lp in lens_positions(cfg.focus, True) if lp is not None]
+    frames = []
+    for k, lp in enumerate(lens):
+        path = folder / f"IMG_{index:04d}_{k}.jpg"
+        camera.capture(path, rotor=rotor, turntable=turntable, index=index, lens_position=lp)
+        frames.append(path)
+    camera.close()
+    return frames, lens
