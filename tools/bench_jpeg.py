@@ -25,14 +25,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-CHILD = r"""
-import json, resource, sys, time
-sys.path.insert(0, sys.argv[1])
-import numpy as np
-from openscan_pi.rig.camera import exif_bytes
-from openscan_pi.rig.picam import encode_jpeg_yuv420, yuv420_planes, yuv_planes_encoder
-
-width, height, repeat, which = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+#: The child's synthetic 4:2:0 frame of ``width`` x ``height`` (gradients and noise, as
+#: photos compress), in ``frame``; shared with bench_preview.py.
+SYNTHETIC_FRAME = r"""
 rng = np.random.default_rng(1)
 frame = np.empty((height * 3 // 2, width), np.uint8)  # filled in blocks: no frame-sized temporaries
 cols = np.arange(width, dtype=np.uint16)
@@ -42,7 +37,17 @@ for top in range(0, height, 64):
     block += rng.integers(0, 24, block.shape, dtype=np.uint8)
     frame[top:top + len(rows)] = block
 frame[height:] = 128  # U and V rows (half the stride each): grey
-encoder = yuv_planes_encoder()[0] if which == "simplejpeg" else None
+"""
+
+CHILD = r"""
+import json, resource, sys, time
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+from openscan_pi.rig.camera import exif_bytes
+from openscan_pi.rig.picam import encode_jpeg_yuv420, yuv420_planes, yuv_planes_encoder
+
+width, height, repeat, which = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+""" + SYNTHETIC_FRAME + r"""encoder = yuv_planes_encoder()[0] if which == "simplejpeg" else None
 if which == "simplejpeg" and encoder is None:
     sys.exit(3)
 exif = exif_bytes(orientation=1, rotor=10.0, turntable=20.0, index=1, lens_position=None,

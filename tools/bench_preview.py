@@ -21,6 +21,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench_jpeg import SYNTHETIC_FRAME  # the same frame as the photo's benchmark
+
 ROOT = Path(__file__).resolve().parent.parent
 
 CHILD = r"""
@@ -32,16 +34,7 @@ from openscan_pi.rig.picam import encode_jpeg_yuv420, yuv420_planes, yuv_planes_
 from openscan_pi.rig.preview import preview_of_planes
 
 width, height, repeat, which = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-rng = np.random.default_rng(1)
-frame = np.empty((height * 3 // 2, width), np.uint8)  # filled in blocks: no frame-sized temporaries
-cols = np.arange(width, dtype=np.uint16)
-for top in range(0, height, 64):
-    rows = np.arange(top, min(top + 64, height), dtype=np.uint16)[:, None]
-    block = ((rows + cols) // 28).astype(np.uint8)
-    block += rng.integers(0, 24, block.shape, dtype=np.uint8)
-    frame[top:top + len(rows)] = block
-frame[height:] = 128  # U and V rows (half the stride each): grey
-encoder, name = yuv_planes_encoder()
+""" + SYNTHETIC_FRAME + r"""encoder, name = yuv_planes_encoder()
 exif = exif_bytes(orientation=1, rotor=10.0, turntable=20.0, index=1, lens_position=None,
                   make="bench", model="bench")
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
