@@ -92,7 +92,7 @@ def _finished(job: dict[str, Any], out: Path | None, json_output: bool) -> int:
 def upload(args: argparse.Namespace, cfg: Config) -> int:
     """``upload PATH``: a folder or zip to the cloud as a job that begins at the upload step, in
     the daemon when it listens, else in this process; the same command again goes on with it."""
-    from openscan_pi.commands.daemon import daemon_for, unless_done, watch
+    from openscan_pi.commands.daemon import daemon_for, watch_done
     from openscan_pi.commands.jobs import run_job
     from openscan_pi.jobs import actions
     from openscan_pi.jobs.store import JobStore
@@ -116,11 +116,7 @@ def upload(args: argparse.Namespace, cfg: Config) -> int:
                     print(f"job {job['id']} queued in the daemon: `openscan-pi status --watch` "
                           "follows it")
                 return 0
-            job = watch(client, job["id"], args.json)
-        if job["state"] != "done":
-            if args.json:
-                emit_json(job)
-            unless_done(job)
+            job = watch_done(client, job["id"], args.json)
         return _finished(job, _model_dir(args.out, job["project"]), args.json)
     store = JobStore(prepare_data_dir(cfg.data_dir))
     mine, continued = actions.create_upload(cfg, store, path, project)
@@ -158,7 +154,7 @@ def _job_of(cfg: Config, project: str) -> Any:
 def _finish_job(args: argparse.Namespace, cfg: Config, job: Any) -> int:
     """``download`` of a job's project: the job taken to its end (in the daemon when it listens,
     else here; a failed one is retried), then its model copied to ``--out``."""
-    from openscan_pi.commands.daemon import daemon_for, unless_done, watch
+    from openscan_pi.commands.daemon import daemon_for, watch_done
     from openscan_pi.commands.jobs import run_job
     from openscan_pi.jobs import actions
     from openscan_pi.jobs.state import JobState
@@ -172,11 +168,7 @@ def _finish_job(args: argparse.Namespace, cfg: Config, job: Any) -> int:
             with client:
                 if job.state == JobState.FAILED:
                     client.call("retry", {"job": job.id})
-                public = watch(client, job.id, args.json)
-            if public["state"] != "done":
-                if args.json:
-                    emit_json(public)
-                unless_done(public)
+                public = watch_done(client, job.id, args.json)
             return _finished(public, out, args.json)
         with job.hold():
             actions.retry(job, interrupted=True)

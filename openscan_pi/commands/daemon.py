@@ -274,6 +274,17 @@ def unless_done(job: dict[str, Any]) -> None:
         raise UserError(f"job {job['id']} was {job['state']}")
 
 
+def watch_done(client: DaemonClient, job_id: str, json_output: bool) -> dict[str, Any]:
+    """:func:`watch` job ``job_id`` to its end; a job that did not end ``done`` is told (its
+    object printed with ``--json``) and raised as :func:`unless_done` says."""
+    job = watch(client, job_id, json_output)
+    if job["state"] != "done":
+        if json_output:
+            emit_json(job)
+        unless_done(job)
+    return job
+
+
 def follow(client: DaemonClient, cfg: Config, job_id: str, json_output: bool) -> int:
     """Follow job ``job_id`` to its end (``--wait``); exit 0 only when it ends ``done``."""
     job = watch(client, job_id, json_output)
