@@ -85,6 +85,7 @@ class Daemon:
             "daemon": {"socket": str(self.socket), "data_dir": str(self.data)},
             "rig": {"model": "simulated", "sim_time_scale": time_scale, **(rig or {})},
             "camera": {"resolution": list(resolution), **(camera or {})},
+            "web": {"enabled": False},  # tools/bench_web.py starts it, on a free port
         }))
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -156,6 +156,12 @@ class _Process:
         except OSError:
             pass  # the reader sees the end
 
+    @property
+    def running(self) -> bool:
+        """Neither ended by itself nor killed (a killed worker is gone at once, before the
+        reader thread sees the end of its channel)."""
+        return self.lost is None and not self.ended.is_set()
+
     def why_dead(self) -> str:
         """How the process ended (after it has)."""
         code = self.proc.wait()
@@ -216,7 +222,7 @@ class RemoteRig:
     def pid(self) -> int | None:
         """The worker's process id while it runs."""
         proc = self._proc
-        return proc.pid if proc is not None and not proc.ended.is_set() else None
+        return proc.pid if proc is not None and proc.running else None
 
     def _set_phase(self, phase: str) -> None:
         if phase != self.phase:
@@ -233,9 +239,9 @@ class RemoteRig:
         worker's parent-death signal follows the thread that started it, not the process."""
         with self._lock:
             proc = self._proc
-            if proc is not None and not proc.ended.is_set():
+            if proc is not None and proc.running:
                 return self.camera_info
-            if proc is not None:
+            if proc is not None and proc.lost is None:
                 proc.close(1.0)  # gone by itself (idle): reap it
             if self._closed:
                 raise WorkerLost("the rig is closed")
@@ -335,7 +341,7 @@ class RemoteRig:
         """From any thread: kill a worker that is silent or past its call's bound (it may be
         waited on by nobody: an idle worker that stops beating). Returns why, or None."""
         proc, current = self._proc, self._current
-        if proc is None or proc.ended.is_set() or proc.hello is None:
+        if proc is None or not proc.running or proc.hello is None:
             return None
         now = time.monotonic()
         if current is not None and now - current[1] > current[2]:
@@ -343,7 +349,7 @@ class RemoteRig:
         if now - proc.beat_at > BEAT_TIMEOUT_S:
             if current is None and self._lock.acquire(blocking=False):  # nobody waits on it
                 try:
-                    if self._proc is proc and not proc.ended.is_set():
+                    if self._proc is proc and proc.running:
                         self._lose(proc, "missed its heartbeat")
                 except WorkerLost:
                     pass
@@ -355,7 +361,7 @@ class RemoteRig:
     def restart(self) -> None:
         """Stop the worker (it closes the rig) and start another, with :attr:`cfg`."""
         with self._lock:
-            if self._proc is not None and not self._proc.ended.is_set():
+            if self._proc is not None and self._proc.running:
                 self._proc.close(5.0)
             self._proc = None
             self.open()
@@ -365,7 +371,7 @@ class RemoteRig:
         self._closed = True
         self.cancel.set()
         proc = self._proc
-        if proc is not None and not proc.ended.is_set():
+        if proc is not None and proc.running:
             proc.send(m.Cancel())
             proc.close(timeout)
         self._set_phase("stopped")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import resource
 import shutil
 import signal
@@ -188,7 +189,9 @@ def service_in_thread(cfg: Config, load: Callable[[], Config] | None = None) -> 
     """The daemon's service in a thread of this process (for what only this process can watch:
     its notify socket, its log handlers), ready when yielded, stopped after. ``cloud.url: local``
     starts the bundled cloud as ``openscan-pi daemon`` does: a child process, for the service's
-    life."""
+    life. Its web page stays off: it would listen on the default port, which the tests running
+    beside these may hold."""
+    cfg = dataclasses.replace(cfg, web=dataclasses.replace(cfg.web, enabled=False))
     with BundledCloud() as bundled:
         reload = (lambda: bundled.resolve(load())) if load is not None else None
         svc = Service(bundled.resolve(cfg), reload, signals=False)

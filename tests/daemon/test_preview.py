@@ -162,6 +162,25 @@ def test_a_preview_wedged_past_its_bound_restarts_the_worker(
         assert rig.pid != pid and again["width"] == first["width"] == 320
 
 
+def test_the_call_after_a_worker_killed_past_its_bound_starts_another_at_once(
+        short_dir: Path, picamera2: Callable[..., Path]) -> None:  # noqa: F811
+    """The worker killed for its bound is gone for the rig at once, before its reader thread
+    has seen the end of its channel (on a busy machine that comes later): the next call starts
+    another worker rather than being failed by the old one's death."""
+    from openscan_pi.rig.remote import RemoteRig, WorkerLost
+
+    picamera2(legacy=True, stall_after=1, stall_reopens=None)  # each worker: one frame, then stuck
+    with RemoteRig(camera_config(short_dir)) as rig:
+        first = rig.preview()
+        pid = rig.pid
+        with pytest.raises(WorkerLost, match="preview did not return within its bound"):
+            rig.preview()
+        assert rig.pid is None and rig.phase == "restarting"
+        again = rig.preview()
+        assert rig.pid not in (None, pid) and again["width"] == first["width"] == 320
+        assert rig.restarts == 1
+
+
 def test_a_rig_command_asked_during_a_preview_waits_for_it_rather_than_being_refused(
         short_dir: Path, picamera2: Callable[..., Path]) -> None:  # noqa: F811
     """`move` typed in one terminal while `preview --watch` runs in another: the preview under
