@@ -144,6 +144,12 @@ def _add_job_commands(sub: argparse._SubParsersAction) -> None:
                          "each pass but the last the job waits (`waiting`, light off, motors "
                          "released) for you to turn the object over and run `openscan-pi "
                          "continue`; each pass is planned from where the rig is")
+    sc.add_argument("--focus-stack", type=int, metavar="K",
+                    help="photos at each position, the lens moved evenly over "
+                         "camera.focus.stack_range between them, fused into one sharp photo on "
+                         "the device (1 = no stack; default camera.focus.stack). Needs a camera "
+                         "with a focus motor (Camera Module 3) and OpenCV; for small objects "
+                         "that one focus cannot cover")
     sc.add_argument("--project", metavar="NAME", help="cloud project name (default: "
                     "openscan-<epoch ms>.zip)")
     sc.add_argument("--wait", action="store_true",

@@ -20,6 +20,8 @@ from openscan_pi.paths import DEFAULT_DATA_DIR, DEFAULT_SOCKET, writable  # noqa
 RIG_MODELS = ("classic", "mini", "mini-v2", "midi", "simulated")
 #: The longest path a Unix socket can be bound to (``sun_path`` holds 108 bytes with its NUL).
 MAX_SOCKET_PATH = 107
+#: Most photos one position's focus stack may have (``camera.focus.stack``, a scan's own).
+MAX_FOCUS_STACK = 32
 
 Check = Callable[[Any], "str | None"]
 
@@ -276,7 +278,7 @@ class FocusConfig:
 
     mode: Literal["auto", "manual"] = _field()
     lens_position: float = _field(between(0, 32))  # dioptres (1 / metres), manual mode
-    stack: int = _field(between(1, 32))  # lens positions per camera position
+    stack: int = _field(between(1, MAX_FOCUS_STACK))  # lens positions per camera position
     stack_range: tuple[float, ...] = _field(_pair(between(0, 32)))  # dioptres, near..far
     upload: Literal["fused", "all"] = _field()  # a stack's fused photo, or every frame
 

@@ -15,6 +15,7 @@ from openscan_pi.jobs.state import HELD
 from openscan_pi.jobs.store import Job, JobBusy, JobStore
 from openscan_pi.names import check_job_id, check_project
 from openscan_pi.paths import prepare_data_dir
+from openscan_pi.schema import MAX_FOCUS_STACK
 from openscan_pi.sim.local_cloud import local_cloud
 
 
@@ -72,6 +73,9 @@ def scan(args: argparse.Namespace, cfg: Config) -> int:
         raise InputError("--positions must be from 1 to 10000")
     if not 1 <= args.passes <= 20 or args.positions * args.passes > 10_000:
         raise InputError("--passes must be from 1 to 20, with at most 10000 positions in all")
+    stack: int | None = args.focus_stack
+    if stack is not None and not 1 <= stack <= MAX_FOCUS_STACK:
+        raise InputError(f"--focus-stack must be from 1 (no stack) to {MAX_FOCUS_STACK}")
     project = check_project(args.project) if args.project else None
     client = daemon_for(args, cfg)
     if client is not None:
@@ -79,6 +83,8 @@ def scan(args: argparse.Namespace, cfg: Config) -> int:
             params: dict = {"positions": args.positions}
             if args.passes > 1:
                 params["passes"] = args.passes
+            if stack is not None:
+                params["focus_stack"] = stack
             if args.project:
                 params["project"] = args.project
             job = client.call("scan", params)
@@ -88,6 +94,8 @@ def scan(args: argparse.Namespace, cfg: Config) -> int:
             emit_json(job)
         else:
             each = f" x {args.passes} passes" if args.passes > 1 else ""
+            if job.get("focus_stack"):
+                each += f", a focus stack of {job['focus_stack']} photos at each"
             print(f"job {job['id']} queued in the daemon ({args.positions} positions{each}, project "
                   f"{job['project']}): `openscan-pi status --watch` follows it")
         return 0
@@ -96,10 +104,10 @@ def scan(args: argparse.Namespace, cfg: Config) -> int:
     if project:  # a taken name is refused before the checks ask the cloud
         actions.create_problem(cfg, store, project)
     with local_cloud(cfg) as cfg:
-        for warning in actions.check_new(cfg, args.positions * args.passes):
+        for warning in actions.check_new(cfg, args.positions * args.passes, stack=stack):
             print(f"warning: {warning}", file=sys.stderr)
         job = actions.create(cfg, store, positions=args.positions, project=project,
-                             passes=args.passes)
+                             passes=args.passes, stack=stack)
         return _run(cfg, job, args.json)
 
 

@@ -22,6 +22,7 @@ from openscan_pi.daemon.server import Connection, Handler
 from openscan_pi.logs import quote
 from openscan_pi.names import job_problem, project_problem
 from openscan_pi.plan import MAX_POSITIONS  # most positions one scan may ask for
+from openscan_pi.schema import MAX_FOCUS_STACK
 
 #: Most passes one scan may have.
 MAX_PASSES = 20
@@ -134,9 +135,10 @@ def make_methods(scheduler: Scheduler) -> dict[str, Handler]:
         return scheduler.status()
 
     async def scan(params: dict[str, Any], conn: Connection) -> Any:
-        p = Params(params, ("positions", "project", "passes"))
+        p = Params(params, ("positions", "project", "passes", "focus_stack"))
         positions = p.integer("positions", 1, MAX_POSITIONS)
         passes = p.integer("passes", 1, MAX_PASSES, required=False) or 1
+        stack = p.integer("focus_stack", 1, MAX_FOCUS_STACK, required=False)
         if int(positions or 0) * passes > MAX_POSITIONS:
             raise RpcError(INVALID_PARAMS, f"invalid params: positions x passes: at most "
                            f"{MAX_POSITIONS} in all")
@@ -148,7 +150,8 @@ def make_methods(scheduler: Scheduler) -> dict[str, Handler]:
         # The token check waits on the cloud in a thread of its own, shared by the scans asked
         # meanwhile and bounded: the workers below are never held by a cloud that hangs.
         await scheduler.token_check.settle()
-        return await asyncio.to_thread(scheduler.scan, int(positions or 0), project, passes)
+        return await asyncio.to_thread(scheduler.scan, int(positions or 0), project, passes,
+                                       stack)
 
     async def upload(params: dict[str, Any], conn: Connection) -> Any:
         p = Params(params, ("path", "project"))

@@ -244,20 +244,22 @@ class Scheduler(RigSide):
                     if found.state in ACTIVE:
                         self._schedule(found)
 
-    def scan(self, positions: int, project: str | None, passes: int = 1) -> dict[str, Any]:
-        """Queue a new scan of ``positions`` per pass after the disk and token checks; returns
-        the job."""
+    def scan(self, positions: int, project: str | None, passes: int = 1,
+             stack: int | None = None) -> dict[str, Any]:
+        """Queue a new scan of ``positions`` per pass, ``stack`` photos a position
+        (``camera.focus.stack`` when None), after the disk and token checks; returns the job."""
         if self.stopping.is_set():
             raise UserError("the daemon is stopping")
         name = check_project(project) if project else None
-        warnings = actions.check_new(self.cfg, positions * passes, token_info=self.token_check)
+        warnings = actions.check_new(self.cfg, positions * passes, stack=stack,
+                                     token_info=self.token_check)
         if self.stopping.is_set():
             raise UserError("the daemon is stopping")
         for warning in warnings:
             log.warning("%s", warning)
         with self._create_lock:  # two requests for one name: the second is refused
             job = actions.create(self.cfg, self.store, positions=positions, project=name,
-                                 jobs=list(self.jobs.values()), passes=passes)
+                                 jobs=list(self.jobs.values()), passes=passes, stack=stack)
             self._adopt(job)
         log.info("job %s: queued, %d positions, project %s", job.id, positions, job.data["project"])
         self._schedule(job)

@@ -26,28 +26,31 @@ if TYPE_CHECKING:
 S = JobState
 
 
-def check_new(cfg: Config, positions: int, *,
+def check_new(cfg: Config, positions: int, *, stack: int | None = None,
               token_info: Callable[[], TokenInfo] | None = None) -> list[str]:
     """Refuse a scan the disk or the token cannot take (:class:`UserError`); returns warnings.
-    Asks the cloud: call it before taking any lock."""
+    ``stack``: photos a position (``camera.focus.stack`` when None). Asks the cloud: call it
+    before taking any lock."""
     from openscan_pi.jobs.runner import preflight
 
-    return preflight(cfg, positions, token_info=token_info)
+    return preflight(cfg, positions, stack=stack, token_info=token_info)
 
 
 def create(cfg: Config, store: JobStore, *, positions: int, project: str | None,
-           jobs: Iterable[Job] | None = None, passes: int = 1) -> Job:
-    """A new queued scan of ``positions`` per pass (``passes`` of them), on disk when
-    returned. :class:`InputError` when ``project`` names a project that exists already: an
-    upload's, or a job's (of ``jobs``, the jobs known; all the jobs on disk when None). Callers
-    creating jobs at once hold one lock around it."""
+           jobs: Iterable[Job] | None = None, passes: int = 1, stack: int | None = None) -> Job:
+    """A new queued scan of ``positions`` per pass (``passes`` of them), each position a focus
+    stack of ``stack`` photos (``camera.focus.stack`` when None), on disk when returned.
+    :class:`InputError` when ``project`` names a project that exists already: an upload's, or a
+    job's (of ``jobs``, the jobs known; all the jobs on disk when None). Callers creating jobs at
+    once hold one lock around it."""
     from openscan_pi.names import check_project
 
     name = check_project(project) if project else None
     if name:
         create_problem(cfg, store, name, jobs)
     return store.create(positions=positions * passes, project=name,
-                        stack=cfg.camera.focus.stack, passes=passes)
+                        stack=cfg.camera.focus.stack if stack is None else stack,
+                        passes=passes)
 
 
 def create_upload(cfg: Config, store: JobStore, path: Path, project: str | None, *,

@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 
 def _check_disk(r: JobRunner) -> None:
     done = sum(c.size for c in r.job.captures())
-    need = estimated_bytes(r.cfg, int(r.job.data["positions"])) * DISK_MARGIN - done
+    expected = estimated_bytes(r.cfg, int(r.job.data["positions"]), r.job.record.stack)
+    need = expected * DISK_MARGIN - done
     check_free_space(r.job.folder, need)
 
 
@@ -187,7 +188,8 @@ def capture(r: JobRunner) -> None:
         log.info("%s", message)
         positions = _plan(r, rig.angles())
         info = rig.start_camera()
-        lenses = lens_positions(r.cfg.camera.focus, bool(info.get("has_autofocus")))
+        lenses = lens_positions(r.cfg.camera.focus, bool(info.get("has_autofocus")),
+                                job.record.stack)
         done = {(c.position, c.shot) for c in job.captures()}
         total = len(positions)
         if job.record.stack != len(lenses) and not job.captures():

@@ -63,22 +63,24 @@ def fetch_token_info(cfg: Config) -> TokenInfo:
         return api.token_info(once=True, timeout_s=PREFLIGHT_TIMEOUT_S)
 
 
-def preflight(cfg: Config, positions: int, *,
+def preflight(cfg: Config, positions: int, *, stack: int | None = None,
               token_info: Callable[[], TokenInfo] | None = None) -> list[str]:
     """Refuse a new scan the disk or the token cannot take (:class:`UserError`); returns warnings
     (e.g. the cloud could not be asked: the scan goes ahead, the upload waits for the network).
-    ``token_info`` asks the cloud instead of :func:`fetch_token_info` (the daemon shares one
-    check between the scans asked at once)."""
+    ``stack``: photos a position (``camera.focus.stack`` when None). ``token_info`` asks the
+    cloud instead of :func:`fetch_token_info` (the daemon shares one check between the scans
+    asked at once)."""
     from openscan_pi.cloud.errors import CloudError
     from openscan_pi.cloud.transfer import token_problem
 
-    need = estimated_bytes(cfg, positions)
+    stack = cfg.camera.focus.stack if stack is None else stack
+    need = estimated_bytes(cfg, positions, stack)
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     check_free_space(cfg.data_dir, need * DISK_MARGIN)
-    photos = positions * cfg.camera.focus.stack
-    if cfg.camera.focus.stack > 1 and cfg.camera.focus.upload == "fused":
+    photos = positions * stack
+    if stack > 1 and cfg.camera.focus.upload == "fused":
         # one fused photo a position goes up (the frames stay on disk)
-        need, photos = need // cfg.camera.focus.stack, positions
+        need, photos = need // stack, positions
     if not cfg.cloud.token:
         raise UserError("no token: set cloud.token in the config or $OPENSCAN_PI_TOKEN (a private "
                         "token comes from cloud@openscan.eu), then scan")

@@ -14,10 +14,12 @@ DISK_MARGIN = 1.5
 JPEG_BYTES_PER_PIXEL = 0.5
 
 
-def estimated_bytes(cfg: Config, positions: int) -> int:
-    """What a scan of ``positions`` is expected to write, for the disk and token checks."""
+def estimated_bytes(cfg: Config, positions: int, stack: int | None = None) -> int:
+    """What a scan of ``positions`` is expected to write, for the disk and token checks, with
+    ``stack`` photos a position (``camera.focus.stack`` when None)."""
     width, height = cfg.camera.resolution
-    return int(positions * cfg.camera.focus.stack * width * height * JPEG_BYTES_PER_PIXEL)
+    stack = cfg.camera.focus.stack if stack is None else stack
+    return int(positions * stack * width * height * JPEG_BYTES_PER_PIXEL)
 
 
 def check_free_space(folder: Path, need: float) -> None:

@@ -125,8 +125,8 @@ class Job:
     def public(self) -> dict[str, Any]:
         """The job object of the socket contract, plus ``step`` (the finer state), for an
         upload ``source`` (the folder or zip it sends), for a scan of several passes ``pass``
-        and ``passes``: what is on
-        disk (plus progress), read without waiting for a write in progress."""
+        and ``passes``, for one of focus stacks ``focus_stack`` (photos a position): what is
+        on disk (plus progress), read without waiting for a write in progress."""
         return dict(self._published)
 
     def _publish(self) -> None:
@@ -137,6 +137,8 @@ class Job:
             published["source"] = data["source"]
         if int(data.get("passes") or 1) > 1:  # a scan of several passes: which one
             published["pass"], published["passes"] = data.get("pass_no") or 1, data["passes"]
+        if int(data.get("stack") or 1) > 1:  # each position a focus stack of this many photos
+            published["focus_stack"] = data["stack"]
         self._published = published  # one reference swap: readers never see half of it
 
     def progress(self, **fields: Any) -> None:

@@ -152,8 +152,10 @@ class Camera(Protocol):
         ...
 
 
-def lens_positions(focus: FocusConfig, has_autofocus: bool) -> list[float | None]:
-    """The lens positions to capture at each camera position, in order.
+def lens_positions(focus: FocusConfig, has_autofocus: bool,
+                   stack: int | None = None) -> list[float | None]:
+    """The lens positions to capture at each camera position, in order; ``stack`` (a scan's
+    own) replaces ``focus.stack``.
 
     - A camera without a focus motor (HQ camera with a manual lens, a DSLR that focuses itself):
       ``[None]`` whatever the settings; there is nothing to move, so a stack would only repeat
@@ -162,12 +164,13 @@ def lens_positions(focus: FocusConfig, has_autofocus: bool) -> list[float | None
       ``[focus.lens_position]`` in ``manual`` mode.
     - ``stack == k > 1``: ``k`` positions spread evenly over ``stack_range``, both ends included.
     """
+    stack = focus.stack if stack is None else stack
     if not has_autofocus:
         return [None]
-    if focus.stack > 1:
+    if stack > 1:
         near, far = focus.stack_range
-        step = (far - near) / (focus.stack - 1)
-        return [round(near + step * i, 6) for i in range(focus.stack)]
+        step = (far - near) / (stack - 1)
+        return [round(near + step * i, 6) for i in range(stack)]
     if focus.mode == "manual":
         return [float(focus.lens_position)]
     return [None]

@@ -4,6 +4,7 @@ rig (whose camera renders depth of field); the cloud runs in the test."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import zipfile
@@ -12,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from openscan_pi.daemon.client import DaemonError
 from openscan_pi.fsutil import read_json
 from openscan_pi.sim.cloud import LocalCloud
-from tests.conftest import cli_env
+from tests.conftest import cli_env, run_cli
 from tests.daemon.conftest import DaemonProcess
 
 pytest.importorskip("cv2", reason="OpenCV (the extra 'fusion') is not installed")
@@ -123,3 +125,50 @@ def test_the_fusion_process_runs_behind_the_rig(make_daemon: Callable[..., Daemo
             break
     assert niceness is not None and niceness >= 10, niceness
     assert d.wait_job(job["id"], {"done", "failed"})["state"] == "done"
+
+
+def test_a_scan_asks_for_its_own_focus_stack(make_daemon: Callable[..., DaemonProcess],
+                                             cloud: LocalCloud) -> None:
+    """`scan {focus_stack: K}` (the page's and `scan --focus-stack K`'s): this job's positions
+    are stacks of K, whatever camera.focus.stack says; K = 1 is a scan without a stack."""
+    d = make_daemon(cloud=cloud, camera={"resolution": [320, 240],
+                                         "focus": {"stack": 1, "stack_range": [2.0, 8.0]}}).start()
+    job = d.call("scan", {"positions": 2, "focus_stack": 4})
+    assert job["focus_stack"] == 4
+    done = d.wait_job(job["id"], {"done", "failed"})
+    assert done["state"] == "done", (done, d.log_text())
+    folder = d.data / "jobs" / job["id"]
+    lenses = sorted({e["lens_position"] for e in read_json(folder / "images" / "manifest.json")})
+    assert lenses == [2.0, 4.0, 6.0, 8.0]  # spread over camera.focus.stack_range
+    assert archive_names(cloud) == ["pos0000.jpg", "pos0001.jpg"]  # fused, one a position
+    plain = d.call("scan", {"positions": 2, "focus_stack": 1})
+    assert "focus_stack" not in plain
+    assert d.wait_job(plain["id"], {"done", "failed"})["state"] == "done"
+    assert len(list((d.data / "jobs" / plain["id"] / "images").glob("*.jpg"))) == 2
+
+
+@pytest.mark.parametrize("stack", [0, 33, "3", 2.5, True])
+def test_a_focus_stack_out_of_range_is_refused(make_daemon: Callable[..., DaemonProcess],
+                                               cloud: LocalCloud, stack: object) -> None:
+    d = make_daemon(cloud=cloud).start()
+    with pytest.raises(DaemonError) as refused:
+        d.call("scan", {"positions": 2, "focus_stack": stack})
+    assert str(refused.value) == ("invalid params: focus_stack must be an integer from 1 to 32, "
+                                  f"got {stack!r}")
+    assert d.call("jobs") == []
+
+
+def test_the_cli_scans_with_its_own_focus_stack_here_and_in_the_daemon(
+        make_daemon: Callable[..., DaemonProcess], cloud: LocalCloud) -> None:
+    d = make_daemon(cloud=cloud, camera={"resolution": [320, 240]})
+    here = run_cli("--config", str(d.config), "scan", "--positions", "2", "--focus-stack", "3",
+                   "--json")
+    assert here.returncode == 0, here.stderr
+    assert json.loads(here.stdout.splitlines()[-1])["focus_stack"] == 3
+    d.start()
+    handed = run_cli("--config", str(d.config), "scan", "--positions", "2", "--focus-stack", "2")
+    assert handed.returncode == 0, handed.stderr
+    assert ", a focus stack of 2 photos at each" in handed.stdout
+    bad = run_cli("--config", str(d.config), "scan", "--positions", "2", "--focus-stack", "40")
+    assert (bad.returncode, bad.stderr.strip()) == (
+        1, "openscan-pi: --focus-stack must be from 1 (no stack) to 32")
