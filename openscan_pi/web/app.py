@@ -32,7 +32,8 @@ KEEPALIVE_S = 15.0
 
 #: action -> (socket method, the parameters it takes and their types)
 ACTIONS: dict[str, tuple[str, dict[str, tuple[type, ...]]]] = {
-    "scan": ("scan", {"positions": (int,), "project": (str,), "passes": (int,)}),
+    "scan": ("scan", {"positions": (int,), "project": (str,), "passes": (int,),
+                      "focus_stack": (int,)}),
     "pause": ("pause", {"job": (str,)}),
     "continue": ("continue", {"job": (str,)}),
     "cancel": ("cancel", {"job": (str,)}),

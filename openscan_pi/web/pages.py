@@ -63,7 +63,7 @@ def scanner(status: dict[str, Any] | None, *, csrf: str) -> str:
 <dt>Progress</dt><dd><progress id="progress" max="{total}" value="{done}"></progress>
   <span id="count">{done}/{total if job else 0}</span> <span id="step">{_e(job.get("step", ""))}</span>
   <span id="eta"></span></dd>
-<dt>Pass</dt><dd id="pass">{_e(job.get("pass_no", 1))} of {_e(job.get("passes", 1))}</dd>
+<dt>Pass</dt><dd id="pass">{_e(job.get("pass", 1))} of {_e(job.get("passes", 1))}</dd>
 <dt>Cloud</dt><dd id="cloud">{_e(job.get("cloud_status", ""))}</dd>
 <dt>Rig</dt><dd id="rig">rotor {_e(rig.get("rotor", "?"))}°, turntable {_e(rig.get("turntable", "?"))}°</dd>
 <dt>Light</dt><dd id="light">{"on" if rig.get("light") else "off"}</dd>
@@ -91,10 +91,14 @@ Turntable <input name="turntable" type="number" step="any" size="6">°
 <form id="scan">
 <label>Positions <input name="positions" type="number" min="1" max="10000" value="60" required></label>
 <label>Passes <input name="passes" type="number" min="1" max="20" value="1"></label>
+<label>Focus stack <input name="focus_stack" type="number" min="1" max="32"
+ placeholder="(config)"></label>
 <label>Project <input name="project" placeholder="(automatic)"></label>
 <button>Start</button>
 </form>
-<p class="muted">Focus stacks follow camera.focus.stack in the config.</p>
+<p class="muted">Passes: after each pass but the last the scan waits for you to turn the object
+over and press Continue. Focus stack: photos at each position, the lens moved between them,
+fused into one sharp photo (1 = none; empty = camera.focus.stack of the config).</p>
 </section>
 """
     return layout("Scanner", body, csrf=csrf)

@@ -130,6 +130,29 @@ def test_a_scan_from_the_page_shows_live_progress_and_pauses_continues_cancels(
     assert console_errors(browser) == []
 
 
+def test_a_scan_of_passes_and_focus_stacks_from_the_page(web: WebDaemon, page: Any) -> None:
+    """The form's passes and focus stack reach the job; between passes the page says which pass
+    comes next, and its Continue starts it."""
+    browser = page
+    browser.get(web.url + "/")
+    until(browser, lambda d: text(d, "state") == "idle")
+    form = browser.find_element(By.ID, "scan")
+    for name, value in (("positions", "3"), ("passes", "2"), ("focus_stack", "3")):
+        field = form.find_element(By.NAME, name)
+        field.clear()
+        field.send_keys(value)
+    form.find_element(By.TAG_NAME, "button").click()
+    until(browser, lambda d: text(d, "job-state") == "waiting")
+    assert text(browser, "pass") == "2 of 2"
+    job = web.daemon.call("job", {"job": text(browser, "job")})
+    assert (job["focus_stack"], job["passes"], job["positions"]) == (3, 2, 6)
+    browser.find_element(By.CSS_SELECTOR, "button[data-action=continue]").click()
+    until(browser, lambda d: text(d, "job-state") == "done")
+    folder = web.daemon.data / "jobs" / job["id"] / "images"
+    assert len(list(folder.glob("pos*_*.jpg"))) == 6 * 3
+    assert console_errors(browser) == []
+
+
 def test_the_model_turns_in_the_page(web: WebDaemon, page: Any) -> None:
     browser = page
     s = web.session()

@@ -55,7 +55,7 @@ function render(st) {
   setText("count", done + "/" + (job.id ? total : 0));
   setText("step", job.step || "");
   setText("eta", duration(job.eta_s));
-  setText("pass", (job.pass_no || 1) + " of " + (job.passes || 1));
+  setText("pass", (job.pass || 1) + " of " + (job.passes || 1));
   setText("cloud", job.cloud_status || "");
   const angle = (v) => (v == null ? "?" : Number(v).toFixed(1));
   setText("rig", "rotor " + angle(rig.rotor) + "°, turntable " + angle(rig.turntable) + "°");
@@ -88,7 +88,7 @@ if (scanForm) scanForm.addEventListener("submit", async (e) => {
   const f = new FormData(scanForm);
   const r = await act("scan", {
     positions: number(f.get("positions")), passes: number(f.get("passes")),
-    project: f.get("project") || undefined,
+    focus_stack: number(f.get("focus_stack")), project: f.get("project") || undefined,
   });
   if (r.result) say("job " + r.result.id + " queued");
 });
