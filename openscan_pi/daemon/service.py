@@ -70,6 +70,7 @@ class Service:
         self.server: RpcServer | None = None
         self.scheduler: Scheduler | None = None
         self.web: WebPage | None = None  #: the web page's process, with web.enabled
+        self._web_task: asyncio.Task | None = None
         self._stop: asyncio.Event | None = None
         self.ready = threading.Event()  #: set once the socket answers
 
@@ -99,7 +100,6 @@ class Service:
                                                on_slow_start=self.notifier.extend_timeout)
         scheduler.events.subscribe(StatusChanged, self._tell, loop=self.loop)
         watchdog: asyncio.Task | None = None
-        web_task: asyncio.Task | None = None
         try:
             await self.loop.run_in_executor(None, scheduler.start)
             self.server = RpcServer(make_methods(scheduler), max_clients=self.cfg.daemon.max_clients,
@@ -113,9 +113,7 @@ class Service:
             log.info("openscan-pi daemon listening on %s (rig %s, cloud %s, data %s)", where,
                      self.cfg.rig.model, self.cfg.cloud.url, self.cfg.data_dir)
             self.notifier.ready(status_line(scheduler.status()))
-            if self.cfg.web.enabled:  # a client of the socket: started once it answers
-                self.web = WebPage(self.cfg)
-                web_task = asyncio.create_task(self.web.run())
+            self._start_web()  # a client of the socket: started once it answers
             interval = self.notifier.watchdog_interval()
             if interval:
                 watchdog = asyncio.create_task(self._feed_watchdog(interval))
@@ -126,10 +124,7 @@ class Service:
         finally:
             if watchdog is not None:
                 watchdog.cancel()
-            if self.web is not None:
-                await self.web.stop()
-            if web_task is not None:
-                web_task.cancel()
+            await self._stop_web()
             if self.server is not None:
                 await self.server.close()
             await self.loop.run_in_executor(None, scheduler.stop, STOP_TIMEOUT_S)
@@ -153,6 +148,19 @@ class Service:
             starving = why is not None
             await asyncio.sleep(interval)
 
+    def _start_web(self) -> None:
+        """The web page's process, when ``web.enabled``."""
+        if self.cfg.web.enabled:
+            self.web = WebPage(self.cfg)
+            self._web_task = asyncio.create_task(self.web.run())
+
+    async def _stop_web(self) -> None:
+        if self.web is not None:
+            await self.web.stop()
+        if self._web_task is not None:
+            self._web_task.cancel()
+        self.web = self._web_task = None
+
     def _reload(self) -> None:
         """SIGHUP: read the config again and take it when idle."""
         assert self.loop is not None
@@ -171,11 +179,17 @@ class Service:
         except Exception as exc:
             log.error("config reload failed, keeping the old config: %s", exc)
         else:
+            web_changed = cfg.web != self.cfg.web
             self.cfg = cfg
             if self.server is not None:
                 self.server.max_clients = cfg.daemon.max_clients
                 self.server.max_queued_bytes = cfg.daemon.max_queued_bytes
-            log.info("config reloaded from %s", cfg.source or source)
+            if web_changed:  # where it listens, its password, on or off: a new process
+                await self._stop_web()
+                self._start_web()
+            log.info("config reloaded from %s%s", cfg.source or source,
+                     "; the web page starts again with its new keys" if web_changed and
+                     cfg.web.enabled else "; the web page is off" if web_changed else "")
         self._tell(StatusChanged(self.scheduler.status()))
 
 

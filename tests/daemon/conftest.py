@@ -89,6 +89,21 @@ class DaemonProcess:
             self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(30)
 
+    def reload(self) -> dict[str, Any]:
+        """Send SIGHUP and return the status once the daemon has dealt with it (it logs the
+        outcome, then tells its subscribers). The status is asked afresh: notifications sent
+        during the reload (the rig worker stopping and starting) may still be in flight when the
+        line is logged."""
+        assert self.proc is not None
+        seen = self.log_text().count("config reload")
+        with self.client() as c:
+            c.call("subscribe")
+            self.proc.send_signal(signal.SIGHUP)
+            for _ in c.notifications():
+                if self.log_text().count("config reload") > seen:
+                    return dict(self.call("status"))
+        raise AssertionError("no status after SIGHUP")
+
     def client(self) -> DaemonClient:
         """A new connection."""
         return DaemonClient.connect(self.socket, 60)

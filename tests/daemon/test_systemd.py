@@ -228,22 +228,6 @@ def test_sigterm_mid_move_stops_at_once_and_the_job_resumes(
     assert sorted(e["position"] for e in manifest) == list(range(8))
 
 
-def _reloaded(d: DaemonProcess) -> dict[str, Any]:
-    """Send SIGHUP and return the status once the daemon has dealt with it (it logs the outcome,
-    then tells its subscribers). The status is asked afresh: notifications sent during the
-    reload (the rig worker stopping and starting) may still be in flight when the line is
-    logged."""
-    assert d.proc is not None
-    seen = d.log_text().count("config reload")
-    with d.client() as c:
-        c.call("subscribe")
-        d.proc.send_signal(signal.SIGHUP)
-        for _ in c.notifications():
-            if d.log_text().count("config reload") > seen:
-                return dict(d.call("status"))
-    raise AssertionError("no status after SIGHUP")
-
-
 def _photo_size(d: DaemonProcess) -> tuple[int, int]:
     from PIL import Image
 
@@ -257,7 +241,7 @@ def test_sighup_reloads_a_valid_config_and_refuses_an_invalid_one(daemon: Daemon
     data = yaml.safe_load(daemon.config.read_text())
     data["camera"]["resolution"] = [400, 300]
     daemon.config.write_text(yaml.safe_dump(data))
-    status = _reloaded(daemon)
+    status = daemon.reload()
     assert status["config"]["loaded"] > before
     assert "config reloaded from" in daemon.log_text()
     assert _photo_size(daemon) == (400, 300)
@@ -265,7 +249,7 @@ def test_sighup_reloads_a_valid_config_and_refuses_an_invalid_one(daemon: Daemon
     good = daemon.config.read_text()
     daemon.config.write_text(good.replace("resolution:", "resolutoin:"))
     loaded = status["config"]["loaded"]
-    status = _reloaded(daemon)
+    status = daemon.reload()
     assert status["config"]["loaded"] == loaded
     assert "config reload refused, keeping the old config: config: camera.resolutoin" in (
         daemon.log_text())
@@ -274,7 +258,7 @@ def test_sighup_reloads_a_valid_config_and_refuses_an_invalid_one(daemon: Daemon
     daemon.config.write_text(good)
     job = daemon.call("scan", {"positions": 20})
     daemon.wait(lambda s: s["rig"]["job"] == job["id"])
-    status = _reloaded(daemon)
+    status = daemon.reload()
     assert "is running: send SIGHUP again when the daemon is idle" in daemon.log_text()
     assert daemon.call("cancel")["state"] == "cancelled"
     assert os.path.exists(daemon.socket)

@@ -56,13 +56,15 @@ class WebSession(requests.Session):
         return self.post(f"{self.base}/api/{action}", json=body or {}, headers=headers, timeout=120)
 
 
-def wait_for_url(daemon: DaemonProcess, timeout: float = START_S) -> tuple[str, int]:
-    """Where the daemon's web process listens (from the daemon's log) and its pid."""
+def wait_for_url(daemon: DaemonProcess, timeout: float = START_S, *, nth: int = 0
+                 ) -> tuple[str, int]:
+    """Where the daemon's web process listens (from the daemon's log) and its pid: the process
+    it started ``nth`` (0: the first)."""
     deadline = time.monotonic() + timeout
     while True:
-        found = WEB_URL.search(daemon.log_text())
-        if found:
-            return found.group(1), int(found.group(2))
+        found = list(WEB_URL.finditer(daemon.log_text()))
+        if len(found) > nth:
+            return found[nth].group(1), int(found[nth].group(2))
         if time.monotonic() > deadline:
             raise AssertionError(f"the web page did not start:\n{daemon.log_text()}")
         time.sleep(0.05)  # polling the log: the daemon says it there and nowhere else

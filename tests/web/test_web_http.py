@@ -20,7 +20,7 @@ import yaml
 
 from ..conftest import cli_env
 from ..daemon.conftest import WAIT_S, DaemonProcess
-from .conftest import WebDaemon, WebSession
+from .conftest import WebDaemon, WebSession, wait_for_url
 
 
 def events(s: WebSession) -> Iterator[dict[str, Any] | None]:
@@ -295,3 +295,28 @@ def test_a_port_in_use_is_said_in_the_log_and_the_daemon_runs_on(
             time.sleep(0.05)  # polling the daemon's log: it says so there
         assert daemon.call("status")["state"] == "idle"
         assert "web.listen" in daemon.log_text()
+
+
+def test_sighup_takes_new_web_keys_with_a_new_web_process(make_web: Callable[..., WebDaemon]
+                                                          ) -> None:
+    """`web.*` changed and SIGHUP: the page's process is started again with the new keys (here
+    a password, then off), as the other keys are taken without a restart."""
+    web = make_web()
+    d = web.daemon
+    config = yaml.safe_load(d.config.read_text())
+    config["web"]["password"] = "open sesame"
+    d.config.write_text(yaml.safe_dump(config))
+    d.reload()
+    assert "the web page starts again with its new keys" in d.log_text()
+    with pytest.raises(ProcessLookupError):
+        os.kill(web.pid, 0)  # the old one is gone (reaped by the daemon before it said so)
+    url, pid = wait_for_url(d, nth=1)
+    assert pid != web.pid
+    assert WebSession(url.rstrip("/")).page("/").url.endswith("/login")  # the password holds
+    config["web"]["enabled"] = False
+    d.config.write_text(yaml.safe_dump(config))
+    d.reload()
+    assert "the web page is off" in d.log_text()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert d.call("status")["state"] == "idle"
