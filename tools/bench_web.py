@@ -5,7 +5,9 @@ One simulated daemon (as ``tools/bench_daemon.py`` starts it, with ``web.enabled
 loopback port) is measured in two parts, each against a baseline taken in the same run:
 
 - cpu: the CPU (utime + stime of /proc/PID/stat) of the web process and of the daemon over
-  ``--seconds``, with 0, 1 and ``--pages`` open pages, on the idle daemon and during a scan. A
+  windows of ``--seconds``, with 0, 1 and ``--pages`` open pages (in the order 0, 1, N, N, 1, 0,
+  each count's two windows averaged, so that a share drifting through a scan's phases weighs
+  the same on each), on the idle daemon and during a scan. A
   page is what ``static/app.js`` does: the event stream (``/events``) read to its end, and the
   preview asked for frame after frame (``/preview.jpg?after=N``; after an answer without a frame,
   again once the events say the rig is free, or 10 s later). Per page: (CPU with N pages - CPU with none) / N.
@@ -13,10 +15,10 @@ loopback port) is measured in two parts, each against a baseline taken in the sa
   ``--paced-ms`` each, as bench_daemon's paced run) during a POSITIONS-position scan, without any
   page and with ``--pages`` open pages; p50 / p99 / max and the ratio of the p99s.
 
-Usage:  python3 tools/bench_web.py [--parts cpu,latency] [--seconds 20] [--pages 50]
+Usage:  python3 tools/bench_web.py [--parts cpu,latency] [--seconds 10] [--pages 50]
         [--clients 200] [--rounds 20] [--paced-ms 100] [--positions 1000]
         [--time-scale 0.1]
-Takes about 4 minutes with the defaults. Prints Markdown tables for docs/benchmarks.md.
+Takes about 6 minutes with the defaults. Prints Markdown tables for docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -146,14 +148,20 @@ def run_cpu(daemon: Daemon, url: str, web_pid: int, args: argparse.Namespace) ->
         if during != "idle daemon":
             job, _ = start_scan(daemon, args.positions)
             watch_job(daemon, job, lambda j: str(j.get("step") or "").startswith("capturing"))
-        for n in (0, 1, args.pages):
+        # The windows in the order 0, 1, N, N, 1, 0 pages: a share that drifts through the run
+        # (a scan's phases) weighs the same on every count's mean.
+        counts = (0, 1, args.pages)
+        windows: dict[int, list[dict[str, float]]] = {n: [] for n in counts}
+        for n in counts + counts[::-1]:
             log(f"cpu: {n} open pages, {during}")
             with Pages(url, n) as pages:
                 time.sleep(2)  # the pages open (not measured)
                 pids = {"web": web_pid, "daemon": daemon.pid, "worker": daemon.worker_pid() or 0}
-                seen[n] = cpu_window(pids, args.seconds)
-                frames = pages.frames
-            seen[n]["frames"] = frames
+                window = cpu_window(pids, args.seconds)
+                window["frames"] = pages.frames
+            windows[n].append(window)
+        for n, both in windows.items():
+            seen[n] = {k: sum(w[k] for w in both) / len(both) for k in both[0]}
         for n in (1, args.pages):
             per_web = (seen[n]["web"] - seen[0]["web"]) / n
             per_daemon = (seen[n]["daemon"] - seen[0]["daemon"]) / n
@@ -203,7 +211,9 @@ def run_latency(daemon: Daemon, url: str, args: argparse.Namespace) -> list[str]
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", default="cpu,latency")
-    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--seconds", type=float, default=10.0,
+                        help="each CPU window (two of each page count, in the order 0, 1, N, "
+                             "N, 1, 0)")
     parser.add_argument("--pages", type=int, default=50)
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=20)
