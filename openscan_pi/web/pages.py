@@ -145,10 +145,16 @@ def job_page(job: dict[str, Any], photos: list[str], model_obj: str | None, *, c
         f'<p class="buttons"><button data-action="cancel" data-job="{_e(job["id"])}">Cancel</button> '
         f'<button data-action="retry" data-job="{_e(job["id"])}">Retry</button> '
         f'<button data-action="continue" data-job="{_e(job["id"])}">Continue</button></p>')
+    extra = ""
+    if job.get("passes"):
+        extra += f"<dt>Pass</dt><dd>{_e(job.get('pass'))} of {_e(job['passes'])}</dd>\n"
+    if job.get("focus_stack"):
+        extra += (f"<dt>Focus stack</dt><dd>{_e(job['focus_stack'])} photos a position, "
+                  "fused into one</dd>\n")
     body = f"""<h1>Job {_e(job['id'])} <span class="badge">{_e(job.get('state'))}</span></h1>
 <dl><dt>Project</dt><dd>{_e(job.get('project'))}</dd>
-<dt>Photos</dt><dd>{_e(job.get('captured'))}/{_e(job.get('positions'))}</dd>
-<dt>Step</dt><dd>{_e(job.get('step'))}</dd>
+<dt>Positions</dt><dd>{_e(job.get('captured'))}/{_e(job.get('positions'))}</dd>
+{extra}<dt>Step</dt><dd>{_e(job.get('step'))}</dd>
 <dt>Cloud</dt><dd>{_e(job.get('cloud_status'))}</dd>
 <dt>Error</dt><dd>{_e(job.get('error') or '—')}</dd></dl>
 {buttons}

@@ -150,6 +150,9 @@ def test_a_scan_of_passes_and_focus_stacks_from_the_page(web: WebDaemon, page: A
     until(browser, lambda d: text(d, "job-state") == "done")
     folder = web.daemon.data / "jobs" / job["id"] / "images"
     assert len(list(folder.glob("pos*_*.jpg"))) == 6 * 3
+    browser.get(f"{web.url}/jobs/{job['id']}")
+    facts = browser.find_element(By.TAG_NAME, "dl").text
+    assert "Pass\n2 of 2" in facts and "Focus stack\n3 photos a position" in facts, facts
     assert console_errors(browser) == []
 
 
