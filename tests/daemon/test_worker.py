@@ -22,7 +22,6 @@ from openscan_pi.daemon.client import DaemonError
 from openscan_pi.sim.camera import FAULT_ENV
 from tests.conftest import cli_env
 from tests.daemon.conftest import WAIT_S, DaemonProcess, daemon_config
-from tests.daemon.test_systemd import _reloaded
 
 #: A slow enough simulated rig that a scan is mostly moves (a kill lands in one).
 SLOW = {"sim_time_scale": 0.05}
@@ -223,7 +222,7 @@ def test_a_reload_whose_rig_cannot_open_keeps_the_old_configs_worker(
     data = yaml.safe_load(good)
     data["camera"]["backend"] = "picamera2"  # valid, but this machine has no Pi camera
     daemon.config.write_text(yaml.safe_dump(data))
-    status = _reloaded(daemon)
+    status = daemon.reload()
     said = [line for line in daemon.log_text().splitlines() if "config reload" in line]
     assert "keeping the old config" in said[-1] and "picamera2" in said[-1]
     assert status["rig"]["worker"]["state"] == "running"
