@@ -44,4 +44,5 @@ def opencv_version() -> str | None:
 
 def _missing(why: str) -> str:
     return (f"focus stacks are fused with OpenCV, which cannot be imported ({why}): install it "
-            f"with `{install_hint()}`, or set camera.focus.stack to 1")
+            f"with `{install_hint()}` (then `openscan-pi retry JOB` fuses the photos taken), "
+            "or scan without a focus stack (camera.focus.stack: 1, no scan --focus-stack)")
