@@ -8,7 +8,6 @@ is answered as ``{"error": ...}``.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 from pathlib import Path
 
@@ -29,6 +28,9 @@ THREE_FILES = ("build/three.module.js", "examples/jsm/controls/OrbitControls.js"
                "examples/jsm/loaders/OBJLoader.js", "examples/jsm/loaders/MTLLoader.js")
 #: A comment line on the event stream this often: a closed page is noticed.
 KEEPALIVE_S = 15.0
+#: The least time between two statuses sent to a page (a scan changes it a dozen times a second;
+#: a page shows the latest at most five times a second, and the last one always).
+EVENT_GAP_S = 0.2
 
 #: action -> (socket method, the parameters it takes and their types)
 ACTIONS: dict[str, tuple[str, dict[str, tuple[type, ...]]]] = {
@@ -149,8 +151,9 @@ class Web:
         return web.json_response({"status": self.link.status})
 
     async def events(self, request: web.Request) -> web.StreamResponse:
-        """Server-sent events: the daemon's status on every change (a slow page gets the latest,
-        not every one), ``null`` while the daemon is away."""
+        """Server-sent events: the daemon's status on every change, at most one each
+        :data:`EVENT_GAP_S` (a page gets the latest, not every one), ``null`` while the daemon
+        is away."""
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                                "Cache-Control": "no-store"})
         await response.prepare(request)
@@ -162,8 +165,8 @@ class Web:
                     await response.write(b": keep-alive\n\n")
                     continue
                 seen = version
-                data = json.dumps(self.link.status, separators=(",", ":"))
-                await response.write(f"data: {data}\n\n".encode())
+                await response.write(self.link.event())
+                await asyncio.sleep(EVENT_GAP_S)  # then the latest, if it changed meanwhile
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         return response

@@ -53,12 +53,21 @@ class DaemonLink:
         self.version = 0  #: counts the statuses received (and losses of the daemon)
         self._changed = asyncio.Condition()
         self._ids = itertools.count(1)
+        self._event = (-1, b"")  # (version, the status as a server-sent event)
 
     async def _publish(self, status: dict[str, Any] | None) -> None:
         async with self._changed:
             self.status = status
             self.version += 1
             self._changed.notify_all()
+
+    def event(self) -> bytes:
+        """The status now as one server-sent event (``data: JSON``), encoded once for every
+        page that sends it."""
+        if self._event[0] != self.version:
+            data = json.dumps(self.status, separators=(",", ":"))
+            self._event = (self.version, f"data: {data}\n\n".encode())
+        return self._event[1]
 
     async def changed(self, seen: int, timeout: float | None = None) -> int:
         """Wait until the status is newer than version ``seen`` (or ``timeout``); the version."""
