@@ -184,12 +184,13 @@ class Service:
             if self.server is not None:
                 self.server.max_clients = cfg.daemon.max_clients
                 self.server.max_queued_bytes = cfg.daemon.max_queued_bytes
+            web_said = ""
             if web_changed:  # where it listens, its password, on or off: a new process
                 await self._stop_web()
                 self._start_web()
-            log.info("config reloaded from %s%s", cfg.source or source,
-                     "; the web page starts again with its new keys" if web_changed and
-                     cfg.web.enabled else "; the web page is off" if web_changed else "")
+                web_said = ("; the web page starts again with its new keys" if cfg.web.enabled
+                            else "; the web page is off")
+            log.info("config reloaded from %s%s", cfg.source or source, web_said)
         self._tell(StatusChanged(self.scheduler.status()))
 
 
